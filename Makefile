@@ -1,0 +1,80 @@
+# echod - one flat GNU Makefile.
+#
+#   make            build build/echod and build/echoc
+#   make run        build and start echod on its default address
+#   make check      install missing test dependencies (as root), build, run every test
+#   make bench      run the benchmarks side by side (see bench/)
+#   make install    PREFIX=/usr/local DESTDIR=
+#
+# SANITIZER=address,undefined or SANITIZER=thread builds an instrumented tree
+# in build-<sanitizer>/.  User CFLAGS are respected.
+
+CC        ?= cc
+CFLAGS    ?= -O2 -g
+PREFIX    ?= /usr/local
+WARN       = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS)
+ALL_LDFLAGS = $(LDFLAGS)
+B         ?= build
+
+ifneq ($(SANITIZER),)
+B          = build-$(subst $(comma),-,$(SANITIZER))
+ALL_CFLAGS += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer -fno-sanitize-recover=all
+ALL_LDFLAGS += -fsanitize=$(SANITIZER)
+endif
+comma := ,
+
+# liburing: compile a tiny probe, as liburing's own configure does.
+HASH := \#
+HAVE_URING := $(shell printf '$(HASH)include <liburing.h>\nint main(void){struct io_uring r;\nreturn io_uring_queue_init(1, &r, 0);}\n' | \
+		$(CC) -x c - -luring -o /dev/null 2>/dev/null && echo 1)
+ifeq ($(HAVE_URING),1)
+ALL_CFLAGS += -DHAVE_LIBURING
+URING_LIBS  = -luring
+endif
+
+COMMON = net conn config log metrics
+ECHOD  = echod engine engine_iterative engine_threads engine_epoll privs $(COMMON)
+ECHOC  = echoc $(COMMON)
+UNIT   = conn net config
+
+all: $(B)/echod $(B)/echoc
+
+$(B)/echod: $(ECHOD:%=$(B)/%.o)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $^ -pthread $(URING_LIBS) -lm
+$(B)/echoc: $(ECHOC:%=$(B)/%.o)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $^ -pthread -lm
+$(B)/%.o: src/%.c | $(B)
+	$(CC) $(ALL_CFLAGS) -pthread -MMD -MP -c -o $@ $<
+$(B):
+	mkdir -p $@
+-include $(wildcard $(B)/*.d)
+
+# Unit tests (cmocka): one binary per module, tests/unit/test_<module>.c.
+$(B)/test_%: tests/unit/test_%.c $(COMMON:%=$(B)/%.o) | $(B)
+	$(CC) $(ALL_CFLAGS) -Isrc -MMD -MP -o $@ $< $(COMMON:%=$(B)/%.o) -lcmocka -pthread -lm
+
+unit: $(UNIT:%=$(B)/test_%)
+	@for t in $^; do echo "== $$t"; $$t || exit 1; done
+
+run: all
+	$(B)/echod
+
+check:
+	@bash tests/check.sh
+
+bench: all
+	@bash bench/run.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 755 $(B)/echod $(B)/echoc $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 man/echod.1 man/echoc.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+
+format:
+	clang-format -i src/*.[ch] tests/unit/*.c
+
+clean:
+	rm -rf build build-*
+
+.PHONY: all unit run check bench install format clean

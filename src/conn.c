@@ -1,0 +1,121 @@
+/*
+ * conn.c - the echo protocol as a state machine over one buffer.
+ *
+ * The buffer is linear: bytes arrive at tail and leave from head.  When
+ * everything is echoed both go back to 0, which in the usual ping-pong
+ * pattern happens after every message, so the buffer never needs to wrap.
+ * When unsent bytes sit at the front of a full buffer they are moved down
+ * (one memmove per refill at most) before reading more.
+ */
+#include "conn.h"
+
+#include <assert.h>
+#include <string.h>
+
+void conn_init(struct conn *c, unsigned char *buf, size_t cap, unsigned flags)
+{
+	assert(cap > 0);
+	memset(c, 0, sizeof(*c));
+	c->buf = buf;
+	c->cap = cap;
+	c->flags = flags;
+}
+
+static bool wants_input(const struct conn *c)
+{
+	if (c->peer_eof)
+		return false;
+	if (c->write_shut)
+		return true; /* draining */
+	return !((c->flags & CONN_ONCE) && c->got_chunk);
+}
+
+void conn_attach(struct conn *c, unsigned char *buf)
+{
+	assert(!c->buf && buf);
+	c->buf = buf;
+}
+
+unsigned char *conn_detach(struct conn *c)
+{
+	unsigned char *buf = c->buf;
+
+	if (c->tail != c->head)
+		return NULL;
+	c->buf = NULL;
+	return buf;
+}
+
+bool conn_wants_read(const struct conn *c)
+{
+	return wants_input(c) && (c->write_shut || c->tail < c->cap || c->head > 0);
+}
+
+size_t conn_rspace(struct conn *c, unsigned char **p)
+{
+	if (!wants_input(c))
+		return 0;
+	assert(c->buf);
+	if (c->write_shut) {
+		*p = c->buf;
+		return c->cap;
+	}
+	if (c->tail == c->cap && c->head > 0) {
+		memmove(c->buf, c->buf + c->head, c->tail - c->head);
+		c->tail -= c->head;
+		c->head = 0;
+	}
+	*p = c->buf + c->tail;
+	return c->cap - c->tail;
+}
+
+void conn_received(struct conn *c, size_t n)
+{
+	if (n == 0) {
+		c->peer_eof = true;
+		return;
+	}
+	if (c->write_shut)
+		return; /* drained input is discarded */
+	assert(n <= c->cap - c->tail);
+	c->tail += n;
+	if (c->flags & CONN_ONCE)
+		c->got_chunk = true;
+}
+
+size_t conn_pending(const struct conn *c, const unsigned char **p)
+{
+	*p = c->buf + c->head;
+	return c->tail - c->head;
+}
+
+void conn_sent(struct conn *c, size_t n)
+{
+	assert(n <= c->tail - c->head);
+	c->head += n;
+	if (c->head == c->tail)
+		c->head = c->tail = 0;
+}
+
+bool conn_wants_shutdown(const struct conn *c)
+{
+	if (c->write_shut || c->tail != c->head)
+		return false;
+	return c->peer_eof || ((c->flags & CONN_ONCE) && c->got_chunk);
+}
+
+void conn_shutdown(struct conn *c)
+{
+	c->write_shut = true;
+	c->head = c->tail = 0;
+}
+
+bool conn_draining(const struct conn *c)
+{
+	return c->write_shut && !c->peer_eof;
+}
+
+bool conn_done(const struct conn *c)
+{
+	return c->write_shut && c->peer_eof;
+}

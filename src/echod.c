@@ -1,0 +1,207 @@
+/*
+ * echod.c - the echo server: parse, bind, drop privileges, run an engine.
+ *
+ * Signals are handled by one thread with sigwait(2) rather than in a
+ * handler: the first SIGTERM/SIGINT writes to the stop pipe every engine
+ * watches, the second one kills the process at once.
+ */
+#include "config.h"
+#include "engine.h"
+#include "log.h"
+#include "net.h"
+#include "privs.h"
+#include "version.h"
+
+#include <err.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct stopper {
+	sigset_t set;
+	int stop_wr; /* write end of the stop pipe */
+	long grace_ms;
+};
+
+static void *signal_main(void *arg)
+{
+	struct stopper *st = arg;
+	int sig;
+
+	if (sigwait(&st->set, &sig) != 0)
+		return NULL;
+	log_info("%s: stopping; open connections have %.1f s to finish",
+		 sig == SIGTERM ? "SIGTERM" : "SIGINT", (double)st->grace_ms / 1000.0);
+	if (write(st->stop_wr, "", 1) < 0)
+		_exit(1);
+	if (sigwait(&st->set, &sig) != 0)
+		return NULL;
+	/* The second signal: die of it, as if it had never been caught. */
+	signal(sig, SIG_DFL);
+	pthread_sigmask(SIG_UNBLOCK, &st->set, NULL);
+	raise(sig);
+	return NULL;
+}
+
+/*
+ * Blocks SIGTERM and SIGINT in every thread (main's mask is inherited) and
+ * starts the thread that waits for them.  Returns the stop pipe's read end.
+ */
+static int start_signal_thread(struct stopper *st)
+{
+	pthread_t tid;
+	int p[2];
+
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&st->set);
+	sigaddset(&st->set, SIGTERM);
+	sigaddset(&st->set, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &st->set, NULL);
+	if (pipe2(p, O_CLOEXEC) < 0)
+		err(1, "pipe");
+	st->stop_wr = p[1];
+	if (pthread_create(&tid, NULL, signal_main, st) != 0)
+		errx(1, "cannot start the signal thread");
+	pthread_detach(tid);
+	return p[0];
+}
+
+static void add_listeners(struct server *srv, const struct net_addr *a, int backlog)
+{
+	char why[NET_ERRLEN], name[NET_NAMELEN];
+	int fds[CONFIG_MAX_LISTEN], n;
+
+	n = net_listen(a, SOCK_STREAM, backlog, fds, CONFIG_MAX_LISTEN, why, sizeof(why));
+	if (n < 0)
+		errx(1, "%s", why);
+	for (int i = 0; i < n; i++) {
+		struct listener *l = &srv->listeners[srv->nlisteners++];
+
+		l->fd = fds[i];
+		l->type = SOCK_STREAM;
+		l->is_unix = a->is_unix;
+		net_format_local(l->fd, name, sizeof(name));
+		snprintf(l->name, sizeof(l->name), "%s %s", a->is_unix ? "unix" : "tcp", name);
+		if (a->is_unix)
+			snprintf(l->path, sizeof(l->path), "%s", a->path);
+	}
+}
+
+/* Binds every -l address, or the default; exits 1 naming the address that failed. */
+static void open_listeners(struct server *srv, const struct config *cfg)
+{
+	struct net_addr dflt = {.port = NET_DEFAULT_PORT};
+	int naddrs = cfg->listen.n ? cfg->listen.n : 1;
+
+	/* Each address gives at most two sockets (IPv4 and IPv6), or its resolved few. */
+	srv->listeners = calloc((size_t)naddrs * CONFIG_MAX_LISTEN, sizeof(*srv->listeners));
+	if (!srv->listeners)
+		err(1, "listeners");
+	if (!cfg->listen.n)
+		add_listeners(srv, &dflt, (int)cfg->backlog);
+	for (int i = 0; i < cfg->listen.n; i++)
+		add_listeners(srv, &cfg->listen.addr[i], (int)cfg->backlog);
+	for (int i = 0; i < srv->nlisteners; i++)
+		log_always("listening on %s", srv->listeners[i].name);
+}
+
+static void close_listeners(struct server *srv)
+{
+	for (int i = 0; i < srv->nlisteners; i++) {
+		close(srv->listeners[i].fd);
+		if (srv->listeners[i].is_unix)
+			unlink(srv->listeners[i].path);
+	}
+	free(srv->listeners);
+}
+
+static void parse_args(struct config *cfg, int argc, char **argv)
+{
+	char why[CONFIG_ERRLEN];
+
+	switch (config_parse(cfg, argc, argv, why, sizeof(why))) {
+	case OPTS_ERROR:
+		errx(2, "%s (see --help)", why);
+	case OPTS_HELP:
+		config_usage(stdout);
+		exit(0);
+	case OPTS_VERSION:
+		printf("echod %s\n", ECHOD_VERSION);
+		exit(0);
+	case OPTS_OK:
+		break;
+	}
+	log_setup("echod",
+		  cfg->quiet	 ? LOGL_ERROR
+		  : cfg->verbose ? LOGL_DEBUG
+				 : LOGL_INFO,
+		  !strcmp(cfg->log_format, "json"));
+}
+
+static const struct engine *choose_engine(const struct config *cfg)
+{
+	char why[ENGINE_WHYLEN];
+	const struct engine *e = engine_pick(cfg->model, why, sizeof(why));
+
+	if (!e)
+		errx(1, "--model %s: %s", cfg->model, why);
+	if (why[0])
+		log_info("%s; using %s", why, e->name);
+	return e;
+}
+
+static int worker_count(const struct config *cfg, const struct engine *e)
+{
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (!e->has_workers)
+		return 1;
+	return cfg->workers ? (int)cfg->workers : ncpu > 0 ? (int)ncpu : 1;
+}
+
+static void log_engine(const struct server *srv, const struct engine *e)
+{
+	if (e->has_workers)
+		log_info("engine %s, %d worker%s", e->name, srv->workers,
+			 srv->workers == 1 ? "" : "s");
+	else if (!strcmp(e->name, "threads"))
+		log_info("engine threads, one thread per connection");
+	else
+		log_info("engine %s, 1 worker", e->name);
+}
+
+int main(int argc, char **argv)
+{
+	struct server srv = {0};
+	struct stopper st;
+	struct config cfg;
+	const struct engine *e;
+	char why[NET_ERRLEN];
+	int rc;
+
+	parse_args(&cfg, argc, argv);
+	e = choose_engine(&cfg);
+	srv.cfg = &cfg;
+	srv.workers = worker_count(&cfg, e);
+	atomic_init(&srv.nconns, 0);
+	st.grace_ms = cfg.grace_ms;
+	srv.stop_fd = start_signal_thread(&st);
+	open_listeners(&srv, &cfg);
+	if (cfg.user && privs_drop(cfg.user, why, sizeof(why)) < 0)
+		errx(1, "%s", why);
+	if (metrics_init(&srv.metrics, srv.workers) < 0)
+		errx(1, "out of memory");
+	log_engine(&srv, e);
+	rc = e->run(&srv);
+	if (rc < 0)
+		log_error("engine %s: %s", e->name, strerror(-rc));
+	log_debug("served %lu connections", metrics_sum(&srv.metrics, METRICS_ACCEPTED));
+	close_listeners(&srv);
+	metrics_free(&srv.metrics);
+	return rc < 0 ? 1 : 0;
+}

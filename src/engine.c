@@ -1,0 +1,334 @@
+/*
+ * engine.c - choosing an engine, and what the engines share.
+ *
+ * Shared here: the --max-conns slot count, and the poll(2) loop that serves
+ * one connection on a thread of its own, which is all the iterative and
+ * threads models differ by nothing but who calls it.
+ */
+#include "engine.h"
+
+#include "clock.h"
+#include "conn.h"
+#include "log.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* Preferred first, like ae.c's "ordered by performances, descending". */
+static const struct engine *const engines[] = {
+	&engine_epoll,
+	&engine_threads,
+	&engine_iterative,
+};
+
+/* How many of engines[] "auto" may choose from: the event-driven ones. */
+enum { AUTO_CANDIDATES = 1 };
+
+#define NENGINES (sizeof(engines) / sizeof(engines[0]))
+
+static const struct engine *pick_auto(char *why, size_t whylen)
+{
+	char reason[ENGINE_WHYLEN];
+	size_t len = 0;
+
+	why[0] = '\0';
+	for (size_t i = 0; i < AUTO_CANDIDATES; i++) {
+		if (engines[i]->probe(reason, sizeof(reason)) == 0)
+			return engines[i];
+		len += (size_t)snprintf(why + len, len < whylen ? whylen - len : 0,
+					"%s%s unavailable: %s", len ? "; " : "", engines[i]->name,
+					reason);
+	}
+	return NULL;
+}
+
+const struct engine *engine_pick(const char *model, char *why, size_t whylen)
+{
+	if (!strcmp(model, "auto"))
+		return pick_auto(why, whylen);
+	for (size_t i = 0; i < NENGINES; i++) {
+		if (strcmp(engines[i]->name, model))
+			continue;
+		if (engines[i]->probe(why, whylen) < 0)
+			return NULL;
+		why[0] = '\0';
+		return engines[i];
+	}
+	snprintf(why, whylen, "model %s is not built in", model);
+	return NULL;
+}
+
+bool server_take_slot(struct server *srv)
+{
+	long max = srv->cfg->max_conns;
+	long n = atomic_load_explicit(&srv->nconns, memory_order_relaxed);
+
+	do {
+		if (max && n >= max)
+			return false;
+	} while (!atomic_compare_exchange_weak(&srv->nconns, &n, n + 1));
+	return true;
+}
+
+bool server_release_slot(struct server *srv)
+{
+	long was = atomic_fetch_sub(&srv->nconns, 1);
+
+	return srv->cfg->max_conns && was == srv->cfg->max_conns;
+}
+
+bool server_stop_requested(const struct server *srv)
+{
+	struct pollfd pfd = {.fd = srv->stop_fd, .events = POLLIN};
+
+	return poll(&pfd, 1, 0) > 0;
+}
+
+unsigned server_conn_flags(const struct server *srv)
+{
+	return srv->cfg->once ? CONN_ONCE : 0;
+}
+
+/* What one connection served on its own thread needs to know about time. */
+struct blocking_conn {
+	struct server *srv;
+	struct metrics_worker *m;
+	int fd;
+	struct conn c;
+	uint64_t idle_deadline;	 /* 0: none */
+	uint64_t drain_deadline; /* 0: not draining */
+	uint64_t grace_deadline; /* 0: no stop asked for yet */
+};
+
+static uint64_t earliest(uint64_t a, uint64_t b)
+{
+	if (!a)
+		return b;
+	return !b || a < b ? a : b;
+}
+
+/* The poll(2) timeout until the nearest deadline; -1 for none. */
+static int poll_timeout(const struct blocking_conn *bc)
+{
+	uint64_t d = earliest(earliest(bc->idle_deadline, bc->drain_deadline), bc->grace_deadline);
+	uint64_t now = clock_now_ms();
+
+	if (!d)
+		return -1;
+	return d <= now ? 0 : (int)(d - now > 60000 ? 60000 : d - now);
+}
+
+static bool past_deadline(const struct blocking_conn *bc)
+{
+	uint64_t now = clock_now_ms();
+
+	if (bc->idle_deadline && now >= bc->idle_deadline) {
+		metrics_add(bc->m, METRICS_IDLE_TIMEOUTS, 1);
+		return true;
+	}
+	return (bc->drain_deadline && now >= bc->drain_deadline) ||
+	       (bc->grace_deadline && now >= bc->grace_deadline);
+}
+
+static void note_activity(struct blocking_conn *bc)
+{
+	long idle_ms = bc->srv->cfg->idle_timeout_ms;
+
+	if (idle_ms && !bc->drain_deadline)
+		bc->idle_deadline = clock_now_ms() + (uint64_t)idle_ms;
+}
+
+/* Reads once into the connection.  Returns false when the connection broke. */
+static bool read_some(struct blocking_conn *bc)
+{
+	unsigned char *p;
+	size_t space = conn_rspace(&bc->c, &p);
+	ssize_t n;
+
+	if (space == 0)
+		return true;
+	n = recv(bc->fd, p, space, 0);
+	if (n < 0)
+		return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+	conn_received(&bc->c, (size_t)n);
+	metrics_add(bc->m, METRICS_BYTES_IN, (unsigned long)n);
+	note_activity(bc);
+	return true;
+}
+
+/* Sends what is pending.  Returns false when the connection broke. */
+static bool write_some(struct blocking_conn *bc)
+{
+	const unsigned char *p;
+	size_t len = conn_pending(&bc->c, &p);
+	ssize_t n;
+
+	if (len == 0)
+		return true;
+	n = send(bc->fd, p, len, MSG_NOSIGNAL);
+	if (n < 0)
+		return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+	conn_sent(&bc->c, (size_t)n);
+	metrics_add(bc->m, METRICS_BYTES_OUT, (unsigned long)n);
+	note_activity(bc);
+	return true;
+}
+
+/* Shuts the write side when the echo is complete; true when done. */
+static bool advance(struct blocking_conn *bc)
+{
+	if (conn_wants_shutdown(&bc->c)) {
+		shutdown(bc->fd, SHUT_WR);
+		conn_shutdown(&bc->c);
+		bc->idle_deadline = 0;
+		bc->drain_deadline = clock_now_ms() + CONN_DRAIN_MS;
+	}
+	return conn_done(&bc->c);
+}
+
+/* One poll(2) round.  Returns false when the connection should close. */
+static bool serve_round(struct blocking_conn *bc)
+{
+	enum { POLL_CONN, POLL_STOP };
+	struct pollfd pfd[2] = {
+		[POLL_CONN] = {.fd = bc->fd},
+		[POLL_STOP] = {.fd = bc->grace_deadline ? -1 : bc->srv->stop_fd, .events = POLLIN},
+	};
+	const unsigned char *p;
+	int rc;
+
+	pfd[POLL_CONN].events = (short)((conn_wants_read(&bc->c) ? POLLIN : 0) |
+					(conn_pending(&bc->c, &p) ? POLLOUT : 0));
+	rc = poll(pfd, 2, poll_timeout(bc));
+	if (rc < 0)
+		return errno == EINTR;
+	if (pfd[POLL_STOP].revents)
+		bc->grace_deadline = clock_now_ms() + (uint64_t)bc->srv->cfg->grace_ms;
+	if (rc == 0 || pfd[POLL_CONN].revents == 0)
+		return !past_deadline(bc);
+	if (pfd[POLL_CONN].revents & POLLERR)
+		return false;
+	if (!read_some(bc) || !write_some(bc))
+		return false;
+	return !advance(bc);
+}
+
+void engine_serve_blocking(struct server *srv, int fd, struct metrics_worker *m)
+{
+	struct blocking_conn bc = {.srv = srv, .m = m, .fd = fd};
+	unsigned char *buf = malloc((size_t)srv->cfg->buffer_bytes);
+	char peer[NET_NAMELEN];
+
+	if (log_enabled(LOGL_DEBUG)) {
+		net_format_peer(fd, peer, sizeof(peer));
+		log_debug("connection from %s", peer);
+	}
+	if (buf) {
+		conn_init(&bc.c, buf, (size_t)srv->cfg->buffer_bytes, server_conn_flags(srv));
+		note_activity(&bc);
+		while (serve_round(&bc))
+			;
+	}
+	free(buf);
+	close(fd);
+	metrics_add(m, METRICS_CLOSED, 1);
+}
+
+void engine_log_accept_error(int err)
+{
+	static _Atomic uint64_t last_ms;
+	uint64_t now = clock_now_ms(), was = atomic_load(&last_ms);
+
+	/* Shed load quietly: one line a minute is enough to tell the operator. */
+	if (was && now - was < 60000)
+		return;
+	if (!atomic_compare_exchange_strong(&last_ms, &was, now))
+		return;
+	log_warn("accept: %s; new connections wait in the backlog", strerror(-err));
+}
+
+/* Accepts one connection from lfd if a slot is free.  Returns -errno or 0. */
+static int accept_one(struct accept_loop *al, int lfd)
+{
+	int fd;
+
+	if (!server_take_slot(al->srv))
+		return -EBUSY;
+	fd = net_accept(lfd);
+	if (fd < 0) {
+		server_release_slot(al->srv);
+		return fd;
+	}
+	metrics_add(al->m, METRICS_ACCEPTED, 1);
+	al->serve(al, fd);
+	return 0;
+}
+
+/* Drains a wake-up pipe so that it only fires again for a new event. */
+static void drain_wake(int fd)
+{
+	char buf[64];
+
+	while (read(fd, buf, sizeof(buf)) > 0)
+		;
+}
+
+/* Accepts from every readable listener; returns how long to pause (-1: not). */
+static int accept_ready(struct accept_loop *al, struct pollfd *lpfd, int n)
+{
+	for (int i = 0; i < n; i++) {
+		int rc;
+
+		if (!(lpfd[i].revents & POLLIN))
+			continue;
+		rc = accept_one(al, lpfd[i].fd);
+		if (rc == -EBUSY) /* full: until a slot frees */
+			return al->wake_fd >= 0 ? 60000 : ENGINE_ACCEPT_PAUSE_MS;
+		if (net_accept_error_is_resource(rc)) {
+			metrics_add(al->m, METRICS_ACCEPT_PAUSES, 1);
+			engine_log_accept_error(rc);
+			return ENGINE_ACCEPT_PAUSE_MS;
+		}
+	}
+	return -1;
+}
+
+int engine_accept_loop(struct accept_loop *al)
+{
+	enum { POLL_STOP, POLL_WAKE, POLL_LISTENERS };
+	struct server *srv = al->srv;
+	int n = srv->nlisteners, pause_ms = -1, rc = 0;
+	struct pollfd *pfd = calloc((size_t)n + POLL_LISTENERS, sizeof(*pfd));
+
+	if (!pfd)
+		return -ENOMEM;
+	pfd[POLL_STOP] = (struct pollfd){.fd = srv->stop_fd, .events = POLLIN};
+	pfd[POLL_WAKE] = (struct pollfd){.fd = al->wake_fd, .events = POLLIN};
+	for (int i = 0; i < n; i++)
+		pfd[POLL_LISTENERS + i] =
+			(struct pollfd){.fd = srv->listeners[i].fd, .events = POLLIN};
+	for (;;) {
+		bool paused = pause_ms >= 0;
+
+		/* While paused, leave the listeners out: their backlog waits. */
+		if (poll(pfd, paused ? POLL_LISTENERS : (nfds_t)(n + POLL_LISTENERS),
+			 paused ? pause_ms : -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			rc = -errno;
+			break;
+		}
+		if (pfd[POLL_STOP].revents)
+			break;
+		if (pfd[POLL_WAKE].revents)
+			drain_wake(al->wake_fd);
+		pause_ms = paused ? -1 : accept_ready(al, pfd + POLL_LISTENERS, n);
+	}
+	free(pfd);
+	return rc;
+}

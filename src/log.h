@@ -1,0 +1,36 @@
+/*
+ * log.h - the one place echod and echoc write diagnostics.
+ *
+ * Lines go to standard error, prefixed with the program name, lower-case and
+ * without a trailing period.  With the json format each line is one JSON
+ * object.  Addresses are always passed in numerically: nothing here resolves.
+ */
+#ifndef ECHOD_LOG_H
+#define ECHOD_LOG_H
+
+#include <stdbool.h>
+
+enum log_level {
+	LOGL_ERROR,
+	LOGL_WARN,
+	LOGL_INFO,
+	LOGL_DEBUG,
+};
+
+/* prog prefixes every line; level is the most verbose level printed. */
+void log_setup(const char *prog, enum log_level level, bool json);
+bool log_enabled(enum log_level level);
+void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Always printed, always plain text: the lines scripts wait for. */
+void log_always(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#define log_error(...) log_msg(LOGL_ERROR, __VA_ARGS__)
+#define log_warn(...)  log_msg(LOGL_WARN, __VA_ARGS__)
+#define log_info(...)  log_msg(LOGL_INFO, __VA_ARGS__)
+#define log_debug(...)                                                                             \
+	do {                                                                                       \
+		if (log_enabled(LOGL_DEBUG))                                                       \
+			log_msg(LOGL_DEBUG, __VA_ARGS__);                                          \
+	} while (0)
+
+#endif

@@ -1,0 +1,50 @@
+/*
+ * metrics.c - per-worker counters, summed on read.
+ */
+#include "metrics.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+int metrics_init(struct metrics *m, int nworkers)
+{
+	m->w = aligned_alloc(64, sizeof(*m->w) * (size_t)nworkers);
+	if (!m->w)
+		return -ENOMEM;
+	for (int i = 0; i < nworkers; i++)
+		for (int c = 0; c < METRICS_NCOUNTERS; c++)
+			atomic_init(&m->w[i].v[c], 0);
+	m->nworkers = nworkers;
+	return 0;
+}
+
+void metrics_free(struct metrics *m)
+{
+	free(m->w);
+	m->w = NULL;
+	m->nworkers = 0;
+}
+
+unsigned long metrics_sum(const struct metrics *m, enum metrics_counter c)
+{
+	unsigned long sum = 0;
+
+	for (int i = 0; i < m->nworkers; i++)
+		sum += atomic_load_explicit(&m->w[i].v[c], memory_order_relaxed);
+	return sum;
+}
+
+const char *metrics_name(enum metrics_counter c)
+{
+	static const char *const names[METRICS_NCOUNTERS] = {
+		[METRICS_ACCEPTED] = "connections_accepted",
+		[METRICS_CLOSED] = "connections_closed",
+		[METRICS_BYTES_IN] = "bytes_received",
+		[METRICS_BYTES_OUT] = "bytes_sent",
+		[METRICS_CONN_ERRORS] = "connection_errors",
+		[METRICS_IDLE_TIMEOUTS] = "idle_timeouts",
+		[METRICS_ACCEPT_PAUSES] = "accept_pauses",
+	};
+
+	return names[c];
+}

@@ -1,0 +1,45 @@
+/*
+ * metrics.h - counters every engine updates cheaply.
+ *
+ * Each worker owns one cache-line-aligned block and adds to it with relaxed
+ * atomics (uncontended, so as cheap as a plain add); readers sum the blocks.
+ */
+#ifndef ECHOD_METRICS_H
+#define ECHOD_METRICS_H
+
+#include <stdatomic.h>
+
+enum metrics_counter {
+	METRICS_ACCEPTED,
+	METRICS_CLOSED,
+	METRICS_BYTES_IN,
+	METRICS_BYTES_OUT,
+	METRICS_CONN_ERRORS,   /* resets, broken pipes */
+	METRICS_IDLE_TIMEOUTS, /* closed by --idle-timeout */
+	METRICS_ACCEPT_PAUSES, /* out of descriptors or memory on accept */
+	METRICS_NCOUNTERS,
+};
+
+struct metrics_worker {
+	_Alignas(64) atomic_ulong v[METRICS_NCOUNTERS];
+};
+
+struct metrics {
+	int nworkers;
+	struct metrics_worker *w;
+};
+
+/* Returns 0 or -ENOMEM. */
+int metrics_init(struct metrics *m, int nworkers);
+void metrics_free(struct metrics *m);
+
+static inline void metrics_add(struct metrics_worker *w, enum metrics_counter c, unsigned long n)
+{
+	atomic_fetch_add_explicit(&w->v[c], n, memory_order_relaxed);
+}
+
+/* The sum over every worker. */
+unsigned long metrics_sum(const struct metrics *m, enum metrics_counter c);
+const char *metrics_name(enum metrics_counter c);
+
+#endif

@@ -34,7 +34,7 @@ URING_LIBS  = -luring
 endif
 
 COMMON = net conn config log metrics
-ECHOD  = echod engine engine_iterative engine_threads engine_epoll privs $(COMMON)
+ECHOD  = echod engine engine_iterative engine_threads engine_epoll engine_uring privs $(COMMON)
 ECHOC  = echoc $(COMMON)
 UNIT   = conn net config
 

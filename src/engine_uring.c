@@ -44,6 +44,8 @@
 
 #include <errno.h>
 #include <liburing.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -127,6 +129,7 @@ struct worker {
 	int32_t *bnext; /* per buffer id: next in its connection's queue */
 	uint32_t *boff, *blen;
 	int br_add;	/* buffers returned since the last advance */
+	bool ran_dry;	/* logged once, at debug level */
 	uint32_t nfree; /* buffers the kernel may use */
 
 	struct uconn *conns;
@@ -494,6 +497,10 @@ static void advance(struct worker *w, uint32_t idx)
 
 static void starve(struct worker *w, struct uconn *u)
 {
+	if (!w->ran_dry) {
+		w->ran_dry = true;
+		log_debug("worker %d: buffer ring ran dry; reads wait for buffers", w->id);
+	}
 	if (!u->starved) {
 		u->starved = true;
 		w->nstarved++;
@@ -563,6 +570,7 @@ static void add_conn(struct worker *w, int fd)
 	uint32_t idx = alloc_slot(w);
 	struct uconn *u;
 	char peer[NET_NAMELEN];
+	int one = 1;
 
 	if (idx == UINT32_MAX) {
 		/* Shed load: this one connection is refused, the server goes on. */
@@ -570,6 +578,8 @@ static void add_conn(struct worker *w, int fd)
 		server_release_slot(w->srv);
 		return;
 	}
+	/* As net_accept() does: an echo is written the moment it is read. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	u = conn_at(w, idx);
 	memset(u, 0, sizeof(*u));
 	conn_init(&u->c, NULL, (size_t)w->srv->cfg->buffer_bytes, server_conn_flags(w->srv));

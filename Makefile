@@ -44,6 +44,9 @@ $(B)/echod: $(ECHOD:%=$(B)/%.o)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $^ -pthread $(URING_LIBS) -lm
 $(B)/echoc: $(ECHOC:%=$(B)/%.o)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $^ -pthread -lm
+# The benchmark's own load generator (bench/uring_vs_epoll.sh).
+$(B)/loadgen: bench/loadgen.c | $(B)
+	$(CC) $(ALL_CFLAGS) -o $@ $<
 $(B)/%.o: src/%.c | $(B)
 	$(CC) $(ALL_CFLAGS) -pthread -MMD -MP -c -o $@ $<
 $(B):

@@ -670,10 +670,17 @@ static void on_accept(struct worker *w, struct io_uring_cqe *cqe)
 			park(w, fd);
 		else
 			add_conn(w, fd);
-	} else if (net_accept_error_is_resource(fd)) {
-		/* Out of descriptors: leave the backlog be for a while. */
-		metrics_add(w->m, METRICS_ACCEPT_PAUSES, 1);
-		engine_log_accept_error(fd);
+	} else if (fd != -ECANCELED && fd != -ECONNABORTED && fd != -EINTR) {
+		/*
+		 * Out of descriptors, or an error that would recur at once:
+		 * leave the backlog be for a while rather than spin.
+		 */
+		if (net_accept_error_is_resource(fd)) {
+			metrics_add(w->m, METRICS_ACCEPT_PAUSES, 1);
+			engine_log_accept_error(fd);
+		} else {
+			log_warn("accept on %s: %s", w->srv->listeners[i].name, strerror(-fd));
+		}
 		w->pause_until = w->now + ENGINE_ACCEPT_PAUSE_MS;
 		if (w->acc_armed[i])
 			cancel(w, UD(OP_ACCEPT, 0, i));
@@ -689,13 +696,23 @@ static void arm_poll(struct worker *w, int fd, enum op op)
 	io_uring_sqe_set_data64(sqe, UD(op, 0, 0));
 }
 
-static void on_wake(struct worker *w)
+/* Waits for a wake-up: a read of the (blocking) eventfd through the ring. */
+static void arm_wake(struct worker *w)
 {
 	struct io_uring_sqe *sqe = get_sqe(w);
 
-	/* Read the eventfd through the ring: it also re-arms the wake-up. */
 	io_uring_prep_read(sqe, w->wake_fd, &w->wake_buf, sizeof(w->wake_buf), 0);
 	io_uring_sqe_set_data64(sqe, UD(OP_WAKE, 0, 0));
+}
+
+static void on_wake(struct worker *w, int res)
+{
+	if (res < 0) {
+		/* Not re-armed: while full, scan() then looks for a freed slot. */
+		log_warn("wake-up eventfd: %s", strerror(-res));
+		return;
+	}
+	arm_wake(w);
 	if (w->full)
 		unpark(w);
 }
@@ -726,7 +743,7 @@ static void handle(struct worker *w, struct io_uring_cqe *cqe)
 		on_stop(w);
 		break;
 	case OP_WAKE:
-		on_wake(w);
+		on_wake(w, cqe->res);
 		break;
 	case OP_CANCEL:
 		break;
@@ -752,7 +769,7 @@ static void starve_rearm(struct worker *w)
 	}
 }
 
-/* Applies the deadlines: idle, drain, grace.  Returns the closings begun. */
+/* Applies the deadlines (idle, drain, grace) and retries what waits: starved reads, accepts. */
 static void scan(struct worker *w)
 {
 	long idle_ms = w->srv->cfg->idle_timeout_ms;
@@ -775,13 +792,15 @@ static void scan(struct worker *w)
 		starve_rearm(w);
 	if (w->pause_until && now >= w->pause_until)
 		w->pause_until = 0;
+	if (w->full && !w->stopping)
+		unpark(w); /* in case a wake-up was missed */
 	arm_accepts(w);
 }
 
 static bool needs_timer(const struct worker *w)
 {
 	return (w->srv->cfg->idle_timeout_ms && w->live) || w->ndraining || w->stopping ||
-	       w->nstarved || w->pause_until;
+	       w->nstarved || w->pause_until || w->full;
 }
 
 /* One batch: submit everything queued, wait for completions, handle them all. */
@@ -819,7 +838,7 @@ static int loop(struct worker *w)
 
 	w->now = clock_now_ms();
 	arm_poll(w, w->srv->stop_fd, OP_STOP);
-	on_wake(w);
+	arm_wake(w);
 	arm_accepts(w);
 	for (;;) {
 		rc = run_batch(w);

@@ -52,6 +52,11 @@ bool conn_wants_read(const struct conn *c)
 	return wants_input(c) && (c->write_shut || c->tail - c->head < c->cap);
 }
 
+bool conn_backpressured(const struct conn *c)
+{
+	return wants_input(c) && !c->write_shut && c->tail - c->head >= c->cap;
+}
+
 size_t conn_rspace(struct conn *c, unsigned char **p)
 {
 	if (!wants_input(c))
@@ -96,8 +101,8 @@ size_t conn_received_borrowed(struct conn *c, size_t n)
 	/*
 	 * The kernel read before we could say "enough": in once mode the
 	 * chunk is what fits the buffer and the rest goes the way of drained
-	 * input; in stream mode everything is echoed and the overshoot past
-	 * cap is bounded by one read.
+	 * input; in stream mode everything is echoed, and the overshoot past
+	 * cap is what the engine's receive took before it could be stopped.
 	 */
 	if ((c->flags & CONN_ONCE) && keep > c->cap)
 		keep = c->cap;

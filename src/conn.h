@@ -55,6 +55,11 @@ void conn_attach(struct conn *c, unsigned char *buf);
 unsigned char *conn_detach(struct conn *c);
 /* True when the connection wants input now (conn_rspace would not be 0). */
 bool conn_wants_read(const struct conn *c);
+/*
+ * True when reading stops only because cap bytes wait to be echoed: the peer
+ * is not reading its echo fast enough (not EOF, once mode or draining).
+ */
+bool conn_backpressured(const struct conn *c);
 
 /*
  * Room for the next read, or 0 to stop reading (backpressure, or no more
@@ -71,10 +76,12 @@ size_t conn_pending(const struct conn *c, const unsigned char **p);
  * Borrowed buffers (io_uring provided buffer rings, where the kernel picks
  * the buffer): the connection is started without one (buf NULL) and keeps
  * only the count of bytes the engine holds for it; cap still bounds that
- * count (conn_wants_read turns false).  n bytes arrived in a buffer the
- * engine holds: returns how many of the first ones to echo, 0 to discard
- * them all (draining, or once mode's chunk already taken).  n == 0 is the
- * peer's EOF.  conn_sent, conn_wants_shutdown and conn_done work as usual.
+ * count (conn_wants_read turns false), though a receive that cannot be told
+ * "enough" (multishot) may deliver more before the engine stops it: those
+ * bytes are kept too.  n bytes arrived in a buffer the engine holds: returns
+ * how many of the first ones to echo, 0 to discard them all (draining, or
+ * once mode's chunk already taken).  n == 0 is the peer's EOF.  conn_sent,
+ * conn_wants_shutdown and conn_done work as usual.
  */
 size_t conn_received_borrowed(struct conn *c, size_t n);
 /* How many bytes wait to be echoed; for borrowed and owned buffers alike. */

@@ -379,6 +379,7 @@ struct borrowed_step {
 	size_t n, keep;
 	unsigned state; /* READ | SHUTDOWN | ... as for the scripts */
 	size_t pending;
+	bool backpressured; /* conn_backpressured */
 };
 
 struct borrowed_case {
@@ -392,22 +393,39 @@ static const struct borrowed_case borrowed_cases[] = {
 	{"borrowed stream: overshoot kept, reading stops at cap, EOF then shut",
 	 8,
 	 0,
-	 {{B_RECV, 5, 5, READ, 5},
-	  {B_RECV, 6, 6, 0, 11},
-	  {B_SENT, 11, 0, READ, 0},
-	  {B_RECV, 0, 0, SHUTDOWN, 0},
-	  {B_SHUT, 0, 0, DONE, 0},
-	  {B_END, 0, 0, 0, 0}}},
+	 {{B_RECV, 5, 5, READ, 5, false},
+	  {B_RECV, 6, 6, 0, 11, true},
+	  {B_SENT, 11, 0, READ, 0, false},
+	  {B_RECV, 0, 0, SHUTDOWN, 0, false},
+	  {B_SHUT, 0, 0, DONE, 0, false},
+	  {B_END, 0, 0, 0, 0, false}}},
 	{"borrowed once: the chunk is cut at cap, later input discarded, then drained",
 	 4,
 	 CONN_ONCE,
-	 {{B_RECV, 10, 4, 0, 4},
-	  {B_RECV, 3, 0, 0, 4},
-	  {B_SENT, 4, 0, SHUTDOWN, 0},
-	  {B_SHUT, 0, 0, READ | DRAINING, 0},
-	  {B_RECV, 5, 0, READ | DRAINING, 0},
-	  {B_RECV, 0, 0, DONE, 0},
-	  {B_END, 0, 0, 0, 0}}},
+	 {{B_RECV, 10, 4, 0, 4, false},
+	  {B_RECV, 3, 0, 0, 4, false},
+	  {B_SENT, 4, 0, SHUTDOWN, 0, false},
+	  {B_SHUT, 0, 0, READ | DRAINING, 0, false},
+	  {B_RECV, 5, 0, READ | DRAINING, 0, false},
+	  {B_RECV, 0, 0, DONE, 0, false},
+	  {B_END, 0, 0, 0, 0, false}}},
+	{"borrowed stream: backpressure at exactly cap, lifted by a partial send",
+	 8,
+	 0,
+	 {{B_RECV, 8, 8, 0, 8, true},
+	  {B_SENT, 1, 0, READ, 7, false},
+	  {B_RECV, 1, 1, 0, 8, true},
+	  {B_RECV, 0, 0, 0, 8, false},
+	  {B_SENT, 8, 0, SHUTDOWN, 0, false},
+	  {B_END, 0, 0, 0, 0, false}}},
+	{"borrowed once: a chunk of cap bytes is not backpressure, nor is draining",
+	 4,
+	 CONN_ONCE,
+	 {{B_RECV, 4, 4, 0, 4, false},
+	  {B_SENT, 4, 0, SHUTDOWN, 0, false},
+	  {B_SHUT, 0, 0, READ | DRAINING, 0, false},
+	  {B_RECV, 9, 0, READ | DRAINING, 0, false},
+	  {B_END, 0, 0, 0, 0, false}}},
 };
 
 static void run_borrowed(void **state)
@@ -427,6 +445,7 @@ static void run_borrowed(void **state)
 			conn_shutdown(&c);
 		assert_int_equal(state_of(&c), st->state);
 		assert_int_equal(conn_pending_bytes(&c), st->pending);
+		assert_int_equal(conn_backpressured(&c), st->backpressured);
 	}
 }
 

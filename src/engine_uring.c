@@ -83,9 +83,19 @@ enum op {
 #define STREAM_BUF_MAX 4096 /* a page per read is plenty for an echo */
 #define BUFS_DEFAULT   1024
 #define BUFS_BYTES_MAX (64u << 20) /* per worker */
-#define SCAN_MS	       50	   /* timer granularity: idle, drain, grace, pauses */
+#define SCAN_MS	       50	   /* timer granularity: idle, drain, grace, pauses, stuck sends */
 #define EXIT_SLACK_MS  1000	   /* after the grace: wait this long for cancels */
 #define NOBUF	       (-1)
+#define POOL_MAX       64 /* free private buffers a worker keeps for reuse */
+
+/*
+ * A connection's private copy of unsent bytes, in echo order at buf + off.
+ * retired: an old buf that a send in flight still reads, freed when it lands.
+ */
+struct spill {
+	unsigned char *buf, *retired;
+	size_t cap, off, len;
+};
 
 struct uconn {
 	struct conn c;
@@ -93,11 +103,15 @@ struct uconn {
 	bool in_use;
 	bool recv_armed, recv_cancel;
 	bool send_busy;
-	bool starved; /* receive ended with -ENOBUFS: waits for buffers */
+	bool send_cancel; /* a send stuck on a ring buffer is being cancelled */
+	bool starved;	  /* receive ended with -ENOBUFS: waits for buffers */
 	bool closing;
 	bool broken; /* reset, or a send failed */
 	uint32_t rgen;
-	int32_t qhead, qtail;	 /* held buffers in echo order, linked by bnext */
+	int32_t sbid;		 /* ring buffer the send in flight reads, else NOBUF */
+	uint32_t slen;		 /* its length */
+	struct spill own;	 /* the rest of the echo, after sbid's bytes */
+	uint64_t send_ms;	 /* when the send from sbid started */
 	uint64_t last_ms;	 /* last progress, for --idle-timeout */
 	uint64_t drain_deadline; /* 0: not draining */
 	uint32_t next_free;
@@ -126,11 +140,13 @@ struct worker {
 	size_t br_bytes;
 	unsigned char *bufs;
 	uint32_t nbufs, buf_bytes;
-	int32_t *bnext; /* per buffer id: next in its connection's queue */
-	uint32_t *boff, *blen;
-	int br_add;	/* buffers returned since the last advance */
-	bool ran_dry;	/* logged once, at debug level */
-	uint32_t nfree; /* buffers the kernel may use */
+	int br_add;	      /* buffers returned since the last advance */
+	bool ran_dry;	      /* logged once, at debug level */
+	uint32_t nfree;	      /* buffers the kernel may use */
+	uint32_t nring_sends; /* sends in flight from ring buffers */
+
+	unsigned char *pool[POOL_MAX]; /* free private buffers of --buffer bytes */
+	int npool;
 
 	struct uconn *conns;
 	uint32_t nconns_cap, free_head, live, nstarved, ndraining, scan_from;
@@ -284,10 +300,7 @@ static int setup_bufs(struct worker *w)
 		w->buf_bytes = STREAM_BUF_MAX;
 	w->nbufs = buf_count(w->buf_bytes);
 	w->bufs = malloc((size_t)w->nbufs * w->buf_bytes);
-	w->bnext = calloc(w->nbufs, sizeof(*w->bnext));
-	w->boff = calloc(w->nbufs, sizeof(*w->boff));
-	w->blen = calloc(w->nbufs, sizeof(*w->blen));
-	if (!w->bufs || !w->bnext || !w->boff || !w->blen)
+	if (!w->bufs)
 		return -ENOMEM;
 	w->br = map_buf_ring(&w->ring, w->nbufs, &w->br_bytes, &rc);
 	if (!w->br)
@@ -358,52 +371,181 @@ static void cancel_recv(struct worker *w, uint32_t idx)
 	}
 }
 
-/* Sends the head of the queue (what a short send left of it). */
-static void send_head(struct worker *w, uint32_t idx)
+/* A private buffer of at least n bytes: a pooled one of --buffer bytes when that is enough. */
+static unsigned char *own_alloc(struct worker *w, size_t n, size_t *cap)
 {
-	struct uconn *u = conn_at(w, idx);
-	struct io_uring_sqe *sqe = get_sqe(w);
-	int32_t bid = u->qhead;
+	size_t std = (size_t)w->srv->cfg->buffer_bytes;
 
-	io_uring_prep_send(sqe, u->fd, buf_at(w, bid) + w->boff[bid], w->blen[bid], MSG_NOSIGNAL);
-	io_uring_sqe_set_data64(sqe, UD(OP_SEND, 0, idx));
-	u->send_busy = true;
+	*cap = n > std ? n : std;
+	if (*cap == std && w->npool)
+		return w->pool[--w->npool];
+	return malloc(*cap);
+}
+
+static void own_release(struct worker *w, unsigned char *buf, size_t cap)
+{
+	if (buf && cap == (size_t)w->srv->cfg->buffer_bytes && w->npool < POOL_MAX)
+		w->pool[w->npool++] = buf;
+	else
+		free(buf);
+}
+
+/* The echo is drained: the connection lends its private buffer back. */
+static void own_free(struct worker *w, struct uconn *u)
+{
+	own_release(w, u->own.buf, u->own.cap);
+	free(u->own.retired);
+	u->own = (struct spill){0};
 }
 
 /*
- * Queues len bytes of buffer bid for the echo.  Small reads that arrive
- * while a send is busy are copied into the last queued buffer when they fit,
- * so a connection holds a few buffers, not one per read.
+ * Makes room for more bytes after the unsent ones.  Bytes a send in flight
+ * reads must not move, so then they are copied to a new buffer and the old
+ * one retires until the send lands.  Returns 0 or -ENOMEM.
  */
-static void enqueue(struct worker *w, struct uconn *u, int32_t bid, uint32_t len)
+static int own_room(struct worker *w, struct uconn *u, size_t more)
 {
-	int32_t last = u->qtail;
+	struct spill *s = &u->own;
+	bool in_flight = u->send_busy && u->sbid == NOBUF && !s->retired;
+	size_t need = s->len + more, cap;
+	unsigned char *p;
 
-	if (last != NOBUF && !(u->send_busy && last == u->qhead) &&
-	    w->boff[last] + w->blen[last] + len <= w->buf_bytes) {
-		memcpy(buf_at(w, last) + w->boff[last] + w->blen[last], buf_at(w, bid), len);
-		w->blen[last] += len;
-		recycle(w, bid);
-		return;
+	if (s->buf && s->off + need <= s->cap)
+		return 0;
+	if (s->buf && need <= s->cap && !in_flight) {
+		memmove(s->buf, s->buf + s->off, s->len);
+		s->off = 0;
+		return 0;
 	}
-	w->boff[bid] = 0;
-	w->blen[bid] = len;
-	w->bnext[bid] = NOBUF;
-	if (last == NOBUF)
-		u->qhead = bid;
+	p = own_alloc(w, need, &cap);
+	if (!p)
+		return -ENOMEM;
+	if (s->len)
+		memcpy(p, s->buf + s->off, s->len);
+	if (in_flight)
+		s->retired = s->buf; /* never pooled: it may be larger */
 	else
-		w->bnext[last] = bid;
-	u->qtail = bid;
+		own_release(w, s->buf, s->cap);
+	s->buf = p;
+	s->cap = cap;
+	s->off = 0;
+	return 0;
 }
 
-static void dequeue(struct worker *w, struct uconn *u)
+static int own_append(struct worker *w, struct uconn *u, const unsigned char *p, size_t n)
 {
-	int32_t bid = u->qhead;
+	struct spill *s = &u->own;
+	int rc = own_room(w, u, n);
 
-	u->qhead = w->bnext[bid];
-	if (u->qhead == NOBUF)
-		u->qtail = NOBUF;
+	if (rc == 0) {
+		memcpy(s->buf + s->off + s->len, p, n);
+		s->len += n;
+	}
+	return rc;
+}
+
+/* Puts n bytes in front of the unsent ones; no send is in flight. */
+static int own_prepend(struct worker *w, struct uconn *u, const unsigned char *p, size_t n)
+{
+	struct spill *s = &u->own;
+	int rc = own_room(w, u, n);
+
+	if (rc < 0)
+		return rc;
+	if (s->off < n) {
+		memmove(s->buf + n, s->buf + s->off, s->len);
+		s->off = n;
+	}
+	s->off -= n;
+	s->len += n;
+	memcpy(s->buf + s->off, p, n);
+	return 0;
+}
+
+static void prep_send(struct worker *w, uint32_t idx, const unsigned char *p, size_t n)
+{
+	struct io_uring_sqe *sqe = get_sqe(w);
+
+	io_uring_prep_send(sqe, conn_at(w, idx)->fd, p, n, MSG_NOSIGNAL);
+	io_uring_sqe_set_data64(sqe, UD(OP_SEND, 0, idx));
+	conn_at(w, idx)->send_busy = true;
+}
+
+/* Sends what is next: the ring buffer just received, else the private copy. */
+static void send_next(struct worker *w, uint32_t idx)
+{
+	struct uconn *u = conn_at(w, idx);
+	struct spill *s = &u->own;
+
+	if (u->send_busy)
+		return;
+	if (u->sbid != NOBUF) {
+		prep_send(w, idx, buf_at(w, u->sbid), u->slen);
+		u->send_ms = w->now;
+		w->nring_sends++;
+	} else if (s->len) {
+		/* Move down now, so bytes arriving during the send rarely need a new buffer. */
+		if (s->off) {
+			memmove(s->buf, s->buf + s->off, s->len);
+			s->off = 0;
+		}
+		prep_send(w, idx, s->buf + s->off, s->len);
+	}
+}
+
+/*
+ * A send from a ring buffer that cannot finish soon: cancel it, so that the
+ * buffer goes back to the ring; on_send() keeps its bytes in the private copy.
+ */
+static void unpin(struct worker *w, uint32_t idx)
+{
+	struct uconn *u = conn_at(w, idx);
+
+	if (u->send_busy && u->sbid != NOBUF && !u->send_cancel && !u->closing) {
+		cancel(w, UD(OP_SEND, 0, idx));
+		u->send_cancel = true;
+	}
+}
+
+/*
+ * Takes len bytes of ring buffer bid for the echo.  With nothing ahead of
+ * them they are sent straight from the ring (the fast path); else they are
+ * copied behind what waits, and the buffer goes back to the ring at once, so
+ * a peer that does not read its echo holds no ring buffer but the one sent.
+ */
+static void take(struct worker *w, struct uconn *u, int32_t bid, uint32_t len)
+{
+	if (!u->send_busy && u->sbid == NOBUF && !u->own.len) {
+		u->sbid = bid;
+		u->slen = len;
+		return;
+	}
+	if (own_append(w, u, buf_at(w, bid), len) < 0)
+		u->broken = true;
 	recycle(w, bid);
+}
+
+/* A send from the ring landed with n bytes gone: keep the rest, return the buffer. */
+static void ring_sent(struct worker *w, struct uconn *u, size_t n)
+{
+	if (n < u->slen && !u->broken && !u->closing &&
+	    own_prepend(w, u, buf_at(w, u->sbid) + n, u->slen - n) < 0)
+		u->broken = true;
+	recycle(w, u->sbid);
+	u->sbid = NOBUF;
+	w->nring_sends--;
+}
+
+static void own_sent(struct worker *w, struct uconn *u, size_t n)
+{
+	struct spill *s = &u->own;
+
+	free(s->retired);
+	s->retired = NULL;
+	s->off += n;
+	s->len -= n;
+	if (!s->len)
+		own_free(w, u);
 }
 
 /* Tells every worker that a --max-conns slot freed. */
@@ -423,8 +565,11 @@ static void maybe_free(struct worker *w, uint32_t idx)
 
 	if (u->recv_armed || u->send_busy)
 		return;
-	while (u->qhead != NOBUF)
-		dequeue(w, u);
+	if (u->sbid != NOBUF) {
+		recycle(w, u->sbid);
+		u->sbid = NOBUF;
+	}
+	own_free(w, u);
 	close(u->fd);
 	if (u->starved)
 		w->nstarved--;
@@ -481,8 +626,9 @@ static void advance(struct worker *w, uint32_t idx)
 		start_close(w, idx);
 		return;
 	}
-	if (!u->send_busy && u->qhead != NOBUF)
-		send_head(w, idx);
+	send_next(w, idx);
+	if (conn_backpressured(&u->c))
+		unpin(w, idx);
 	maybe_shutdown(w, u);
 	if (conn_done(&u->c)) {
 		start_close(w, idx);
@@ -524,7 +670,7 @@ static void on_recv(struct worker *w, struct io_uring_cqe *cqe)
 		size_t keep = conn_received_borrowed(&u->c, (size_t)cqe->res);
 
 		if (keep && !u->closing)
-			enqueue(w, u, bid, (uint32_t)keep);
+			take(w, u, bid, (uint32_t)keep);
 		else
 			recycle(w, bid);
 		metrics_add(w->m, METRICS_BYTES_IN, (unsigned long)cqe->res);
@@ -546,21 +692,22 @@ static void on_send(struct worker *w, struct io_uring_cqe *cqe)
 {
 	uint32_t idx = UD_IDX(cqe->user_data);
 	struct uconn *u = conn_at(w, idx);
-	int32_t bid = u->qhead;
+	bool unpinned = u->send_cancel && (cqe->res == -ECANCELED || cqe->res == -EINTR);
+	size_t n = cqe->res > 0 ? (size_t)cqe->res : 0;
 
 	u->send_busy = false;
-	if (cqe->res < 0) {
-		if (!u->closing)
-			u->broken = true;
-	} else {
-		conn_sent(&u->c, (size_t)cqe->res);
-		metrics_add(w->m, METRICS_BYTES_OUT, (unsigned long)cqe->res);
-		w->boff[bid] += (uint32_t)cqe->res;
-		w->blen[bid] -= (uint32_t)cqe->res;
-		if (w->blen[bid] == 0)
-			dequeue(w, u);
+	u->send_cancel = false;
+	if (cqe->res < 0 && !unpinned && !u->closing)
+		u->broken = true;
+	if (n) {
+		conn_sent(&u->c, n);
+		metrics_add(w->m, METRICS_BYTES_OUT, (unsigned long)n);
 		u->last_ms = w->now;
 	}
+	if (u->sbid != NOBUF)
+		ring_sent(w, u, n);
+	else
+		own_sent(w, u, n);
 	advance(w, idx);
 }
 
@@ -585,7 +732,7 @@ static void add_conn(struct worker *w, int fd)
 	conn_init(&u->c, NULL, (size_t)w->srv->cfg->buffer_bytes, server_conn_flags(w->srv));
 	u->fd = fd;
 	u->in_use = true;
-	u->qhead = u->qtail = NOBUF;
+	u->sbid = NOBUF;
 	u->last_ms = w->now;
 	w->live++;
 	metrics_add(w->m, METRICS_ACCEPTED, 1);
@@ -769,7 +916,10 @@ static void starve_rearm(struct worker *w)
 	}
 }
 
-/* Applies the deadlines (idle, drain, grace) and retries what waits: starved reads, accepts. */
+/*
+ * Applies the deadlines (idle, drain, grace), unpins ring buffers from sends
+ * stuck since the last scan, and retries what waits: starved reads, accepts.
+ */
 static void scan(struct worker *w)
 {
 	long idle_ms = w->srv->cfg->idle_timeout_ms;
@@ -786,6 +936,8 @@ static void scan(struct worker *w)
 			start_close(w, idx);
 		} else if ((u->drain_deadline && now >= u->drain_deadline) || grace_over) {
 			start_close(w, idx);
+		} else if (u->sbid != NOBUF && now - u->send_ms >= SCAN_MS) {
+			unpin(w, idx); /* the peer does not read: free the ring buffer */
 		}
 	}
 	if (w->nstarved)
@@ -800,7 +952,7 @@ static void scan(struct worker *w)
 static bool needs_timer(const struct worker *w)
 {
 	return (w->srv->cfg->idle_timeout_ms && w->live) || w->ndraining || w->stopping ||
-	       w->nstarved || w->pause_until || w->full;
+	       w->nstarved || w->pause_until || w->full || w->nring_sends;
 }
 
 /* One batch: submit everything queued, wait for completions, handle them all. */
@@ -875,9 +1027,8 @@ static void worker_free(struct worker *w)
 			munmap(w->br, w->br_bytes);
 		free(w->bufs);
 	}
-	free(w->bnext);
-	free(w->boff);
-	free(w->blen);
+	while (w->npool)
+		free(w->pool[--w->npool]);
 	free(w->conns);
 	free(w->parked);
 	free(w->acc_armed);

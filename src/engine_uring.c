@@ -220,7 +220,23 @@ static void reason(char *why, size_t whylen, const char *step, int err)
 	snprintf(why, whylen, "%s: %s%s", step, strerror(-err), hint);
 }
 
-/* Sets a ring up the way a worker would, and tears it down. */
+/*
+ * Multishot receive (IORING_RECV_MULTISHOT, Linux 6.0) is a flag, not an
+ * opcode, so the opcode probe cannot see it; IORING_OP_SEND_ZC came in the
+ * same release and stands for it.  Without this check a 5.19 kernel would
+ * pass the probe and then fail every connection's receive with -EINVAL.
+ */
+static int probe_kernel(struct io_uring *ring)
+{
+	struct io_uring_probe *p = io_uring_get_probe_ring(ring);
+	bool ok = p && io_uring_opcode_supported(p, IORING_OP_SEND_ZC);
+
+	if (p)
+		io_uring_free_probe(p);
+	return ok ? 0 : -EOPNOTSUPP;
+}
+
+/* Sets a ring up the way a worker would, checks the kernel, and tears it down. */
 static int probe(char *why, size_t whylen)
 {
 	struct io_uring ring;
@@ -230,6 +246,12 @@ static int probe(char *why, size_t whylen)
 
 	if (rc < 0) {
 		reason(why, whylen, "io_uring_queue_init_params", rc);
+		return rc;
+	}
+	rc = probe_kernel(&ring);
+	if (rc < 0) {
+		io_uring_queue_exit(&ring);
+		snprintf(why, whylen, "io_uring: kernel lacks multishot receive (needs Linux 6.0)");
 		return rc;
 	}
 	br = map_buf_ring(&ring, 8, &bytes, &rc);

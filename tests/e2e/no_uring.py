@@ -2,9 +2,12 @@
 """Runs a program with io_uring disabled, as a container runtime's seccomp profile does.
 
     no_uring.py [--errno EPERM|ENOSYS] PROGRAM [ARGS...]
+    no_uring.py --old-kernel PROGRAM [ARGS...]
 
 Installs a seccomp filter that makes io_uring_setup(2) fail with the given
-errno (default EPERM), then execs PROGRAM.  Needs no privileges: the filter
+errno (default EPERM), then execs PROGRAM.  With --old-kernel, io_uring is
+allowed but io_uring_register(2)'s IORING_REGISTER_PROBE fails with EINVAL,
+as on a kernel too old to say which operations it has.  Needs no privileges: the filter
 is installed after PR_SET_NO_NEW_PRIVS.  Linux only; io_uring_setup is
 syscall 425 on every architecture that uses the generic syscall table
 (x86_64, aarch64, ...).
@@ -17,6 +20,8 @@ import struct
 import sys
 
 NR_IO_URING_SETUP = 425
+NR_IO_URING_REGISTER = 427
+IORING_REGISTER_PROBE = 8
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2
@@ -27,19 +32,34 @@ BPF_LD_W_ABS = 0x20  # BPF_LD | BPF_W | BPF_ABS
 BPF_JEQ_K = 0x15     # BPF_JMP | BPF_JEQ | BPF_K
 BPF_RET_K = 0x06     # BPF_RET | BPF_K
 OFFSET_NR = 0        # struct seccomp_data: int nr comes first
+OFFSET_ARG1 = 24     # args[1], low 32 bits on a little-endian machine
 
 
 def insn(code, jt, jf, k):
     return struct.pack("HBBI", code, jt, jf, k)
 
 
-def install(err):
-    prog = b"".join([
+def setup_filter(err):
+    return b"".join([
         insn(BPF_LD_W_ABS, 0, 0, OFFSET_NR),
         insn(BPF_JEQ_K, 0, 1, NR_IO_URING_SETUP),
         insn(BPF_RET_K, 0, 0, SECCOMP_RET_ERRNO | err),
         insn(BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW),
     ])
+
+
+def old_kernel_filter():
+    return b"".join([
+        insn(BPF_LD_W_ABS, 0, 0, OFFSET_NR),
+        insn(BPF_JEQ_K, 0, 3, NR_IO_URING_REGISTER),
+        insn(BPF_LD_W_ABS, 0, 0, OFFSET_ARG1),
+        insn(BPF_JEQ_K, 0, 1, IORING_REGISTER_PROBE),
+        insn(BPF_RET_K, 0, 0, SECCOMP_RET_ERRNO | errno.EINVAL),
+        insn(BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW),
+    ])
+
+
+def install(prog):
     filt = ctypes.create_string_buffer(prog, len(prog))
 
     class SockFprog(ctypes.Structure):
@@ -56,13 +76,16 @@ def install(err):
 
 
 def main(argv):
-    err = errno.EPERM
+    prog = setup_filter(errno.EPERM)
     if len(argv) > 2 and argv[1] == "--errno":
-        err = getattr(errno, argv[2])
+        prog = setup_filter(getattr(errno, argv[2]))
         argv = argv[2:]
+    elif len(argv) > 1 and argv[1] == "--old-kernel":
+        prog = old_kernel_filter()
+        argv = argv[1:]
     if len(argv) < 2:
-        sys.exit("usage: no_uring.py [--errno EPERM|ENOSYS] PROGRAM [ARGS...]")
-    install(err)
+        sys.exit("usage: no_uring.py [--errno EPERM|ENOSYS | --old-kernel] PROGRAM [ARGS...]")
+    install(prog)
     os.execv(argv[1], argv[1:])
 
 

@@ -78,6 +78,31 @@ def test_model_uring_exits_1_with_one_line_when_io_uring_is_blocked(err):
     assert os.strerror(getattr(__import__("errno"), err)) in lines[0]
 
 
+def test_auto_falls_back_to_epoll_when_the_kernel_lacks_multishot_receive(wrapped_echod):
+    needs_uring()
+    srv = wrapped_echod(NO_URING + ["--old-kernel"], "-w", "1")
+    srv.wait_for_line(r"^echod: engine ")
+    assert srv.stderr_lines[-1] == "echod: engine epoll, 1 worker"
+    about_uring = [line for line in srv.stderr_lines if "uring" in line]
+    assert len(about_uring) == 1, srv.stderr_lines
+    assert "Linux 6.0" in about_uring[0], about_uring
+    with srv.connect() as s:
+        s.sendall(b"still served\n")
+        s.shutdown(socket.SHUT_WR)
+        assert recv_until_eof(s) == b"still served\n"
+
+
+def test_model_uring_exits_1_when_the_kernel_lacks_multishot_receive():
+    needs_uring()
+    proc = subprocess.run(NO_URING + ["--old-kernel", ECHOD, "-m", "uring", "-l", "127.0.0.1:0"],
+                          capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0] == ("echod: --model uring: io_uring: kernel lacks multishot receive "
+                        "(needs Linux 6.0)"), lines
+
+
 def test_engine_line_names_uring_and_its_workers(echod):
     needs_uring()
     srv = echod("-m", "uring", "-w", "2")

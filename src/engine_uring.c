@@ -4,14 +4,14 @@
  * Techniques: multishot accept on every listener; multishot receive into a
  * provided buffer ring (the kernel picks the buffer); the echo is sent
  * straight from the received buffer, which goes back to the ring when the
- * send completes (a short send resends the rest); one
+ * send completes; one
  * io_uring_submit_and_wait_timeout() per loop, so a whole batch of sends,
  * re-arms and buffer returns costs one system call.  The ring is set up
  * with SINGLE_ISSUER|DEFER_TASKRUN (6.1), else COOP_TASKRUN (5.19), else
  * plainly, falling back on -EINVAL.
  *
- * Needs: Linux 6.0 (multishot receive, provided buffer rings) and liburing
- * 2.2 or later.  liburing 2.3 (Debian 12) has no io_uring_setup_buf_ring(),
+ * Needs: Linux 6.0 (multishot receive, provided buffer rings; probe()
+ * checks) and liburing 2.2 or later.  liburing 2.3 (Debian 12) has no io_uring_setup_buf_ring(),
  * so setup_bufs() maps and registers the buffer ring by hand.  Built
  * without liburing, the file compiles to a probe() that says so.
  *
@@ -27,9 +27,20 @@
  * serves the parked sockets first, then re-arms accept; other workers learn
  * of it through their eventfd.
  *
- * Trade-off: the buffer ring is shared by a worker's connections.  A peer
- * that never reads pins up to --buffer bytes of it (plus one read); enough
- * such peers starve the others' reads until they go (idle timeout).
+ * Stalled echoes: the buffer ring is shared by a worker's connections, so a
+ * connection whose echo cannot be sent at once must not keep ring buffers.
+ * Bytes that cannot go straight out of the ring (a send is in flight, or a
+ * short send left some) are copied into a private per-connection buffer of
+ * --buffer bytes, taken from a small pool on demand and given back when
+ * drained; the ring buffer returns at once.  A send stuck on a ring buffer
+ * is cancelled when the connection reaches backpressure, or at the next
+ * scan (within 2 * SCAN_MS), and its bytes join the private copy.
+ *
+ * Trade-off: a stalled connection costs its private buffer, --buffer bytes,
+ * plus whatever its multishot receive had already taken before reading
+ * could be stopped (the kernel cannot be told "enough" in advance); bursts
+ * are usually a few buffers, at most the ring.  The common case (every send
+ * completes) copies nothing.
  *
  * Test-only: ECHOD_URING_BUFS=N (a power of two) sets the number of
  * provided buffers per worker, so tests can make the ring run dry.

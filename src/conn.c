@@ -112,6 +112,17 @@ size_t conn_received_borrowed(struct conn *c, size_t n)
 	return keep;
 }
 
+size_t conn_room(const struct conn *c)
+{
+	size_t pending = c->tail - c->head;
+
+	if (!wants_input(c))
+		return 0;
+	if (c->write_shut)
+		return c->cap;
+	return pending < c->cap ? c->cap - pending : 0;
+}
+
 size_t conn_pending_bytes(const struct conn *c)
 {
 	return c->tail - c->head;

@@ -84,6 +84,12 @@ size_t conn_pending(const struct conn *c, const unsigned char **p);
  * conn_wants_shutdown and conn_done work as usual.
  */
 size_t conn_received_borrowed(struct conn *c, size_t n);
+/*
+ * How many more bytes the connection takes before it stops reading: what a
+ * receive that can be sized should ask for at most.  0 when it wants none;
+ * while draining, cap (the bytes are discarded).
+ */
+size_t conn_room(const struct conn *c);
 /* How many bytes wait to be echoed; for borrowed and owned buffers alike. */
 size_t conn_pending_bytes(const struct conn *c);
 /* n of the pending bytes were sent. */

@@ -36,11 +36,15 @@
  * is cancelled when the connection reaches backpressure, or at the next
  * scan (within 2 * SCAN_MS), and its bytes join the private copy.
  *
+ * Multishot receive cannot be told "enough" and would overshoot --buffer
+ * by whatever the socket holds, so a connection starts with reads sized by
+ * conn_room() and earns multishot by ping-pong traffic (arm_recv()).
+ *
  * Trade-off: a stalled connection costs its private buffer, --buffer bytes,
- * plus whatever its multishot receive had already taken before reading
- * could be stopped (the kernel cannot be told "enough" in advance); bursts
- * are usually a few buffers, at most the ring.  The common case (every send
- * completes) copies nothing.
+ * plus what a multishot receive had already taken when it overshot (once
+ * per connection, at most the ring; sized reads follow).  The common case
+ * (every send completes) copies nothing; bulk senders pay one receive SQE
+ * per buffer instead of multishot.
  *
  * Test-only: ECHOD_URING_BUFS=N (a power of two) sets the number of
  * provided buffers per worker, so tests can make the ring run dry.
@@ -97,7 +101,7 @@ enum op {
 #define SCAN_MS	       50	   /* timer granularity: idle, drain, grace, pauses, stuck sends */
 #define EXIT_SLACK_MS  1000	   /* after the grace: wait this long for cancels */
 #define NOBUF	       (-1)
-#define POOL_MAX       64 /* free private buffers a worker keeps for reuse */
+#define POOL_MAX       64 /* free private buffers a worker keeps, and --buffer times this in bytes */
 
 /*
  * A connection's private copy of unsent bytes, in echo order at buf + off.
@@ -106,6 +110,11 @@ enum op {
 struct spill {
 	unsigned char *buf, *retired;
 	size_t cap, off, len;
+};
+
+struct pooled {
+	unsigned char *buf;
+	size_t cap;
 };
 
 struct uconn {
@@ -119,6 +128,8 @@ struct uconn {
 	bool closing;
 	bool broken; /* reset, or a send failed */
 	uint32_t rgen;
+	bool sized, overshot;	 /* see arm_recv() */
+	uint32_t rlen;		 /* size of the read armed; 0: multishot */
 	int32_t sbid;		 /* ring buffer the send in flight reads, else NOBUF */
 	uint32_t slen;		 /* its length */
 	struct spill own;	 /* the rest of the echo, after sbid's bytes */
@@ -156,8 +167,9 @@ struct worker {
 	uint32_t nfree;	      /* buffers the kernel may use */
 	uint32_t nring_sends; /* sends in flight from ring buffers */
 
-	unsigned char *pool[POOL_MAX]; /* free private buffers of --buffer bytes */
+	struct pooled pool[POOL_MAX]; /* free private buffers, most of --buffer bytes */
 	int npool;
+	size_t pool_bytes;
 
 	struct uconn *conns;
 	uint32_t nconns_cap, free_head, live, nstarved, ndraining, scan_from;
@@ -372,12 +384,26 @@ static uint32_t alloc_slot(struct worker *w)
 	return idx;
 }
 
+/*
+ * Arms a receive into the ring: one read sized by conn_room(), or multishot.
+ * A multishot receive cannot be told "enough": it overshoots the cap by
+ * whatever the socket holds.  So a connection earns it by showing ping-pong
+ * traffic (a sized read that drained the socket with no echo pending), uses
+ * it only while nothing is pending, and loses it for good once it overshot.
+ */
 static void arm_recv(struct worker *w, uint32_t idx)
 {
 	struct uconn *u = conn_at(w, idx);
 	struct io_uring_sqe *sqe = get_sqe(w);
+	size_t room = conn_room(&u->c);
 
-	io_uring_prep_recv_multishot(sqe, u->fd, NULL, 0, 0);
+	u->rlen = 0;
+	if (conn_pending_bytes(&u->c) || u->sized) {
+		u->rlen = (uint32_t)(room < w->buf_bytes ? room : w->buf_bytes);
+		io_uring_prep_recv(sqe, u->fd, NULL, u->rlen, 0);
+	} else {
+		io_uring_prep_recv_multishot(sqe, u->fd, NULL, 0, 0);
+	}
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = BUF_GROUP;
 	u->rgen++;
@@ -404,23 +430,39 @@ static void cancel_recv(struct worker *w, uint32_t idx)
 	}
 }
 
-/* A private buffer of at least n bytes: a pooled one of --buffer bytes when that is enough. */
+/*
+ * A private buffer of at least n bytes, in multiples of --buffer so that
+ * buffers grown past it for a receive's overshoot can be reused too.
+ */
 static unsigned char *own_alloc(struct worker *w, size_t n, size_t *cap)
 {
 	size_t std = (size_t)w->srv->cfg->buffer_bytes;
+	unsigned char *buf;
 
-	*cap = n > std ? n : std;
-	if (*cap == std && w->npool)
-		return w->pool[--w->npool];
+	for (int i = w->npool - 1; i >= 0; i--) {
+		if (w->pool[i].cap < n)
+			continue;
+		buf = w->pool[i].buf;
+		*cap = w->pool[i].cap;
+		w->pool_bytes -= *cap;
+		w->pool[i] = w->pool[--w->npool];
+		return buf;
+	}
+	*cap = n <= std ? std : (n + std - 1) / std * std;
 	return malloc(*cap);
 }
 
+/* Keeps a free buffer for reuse within the pool's bounds, else frees it. */
 static void own_release(struct worker *w, unsigned char *buf, size_t cap)
 {
-	if (buf && cap == (size_t)w->srv->cfg->buffer_bytes && w->npool < POOL_MAX)
-		w->pool[w->npool++] = buf;
-	else
+	size_t budget = POOL_MAX * (size_t)w->srv->cfg->buffer_bytes;
+
+	if (buf && w->npool < POOL_MAX && w->pool_bytes + cap <= budget) {
+		w->pool[w->npool++] = (struct pooled){buf, cap};
+		w->pool_bytes += cap;
+	} else {
 		free(buf);
+	}
 }
 
 /* The echo is drained: the connection lends its private buffer back. */
@@ -456,7 +498,7 @@ static int own_room(struct worker *w, struct uconn *u, size_t more)
 	if (s->len)
 		memcpy(p, s->buf + s->off, s->len);
 	if (in_flight)
-		s->retired = s->buf; /* never pooled: it may be larger */
+		s->retired = s->buf; /* freed, not pooled: the cap is not kept */
 	else
 		own_release(w, s->buf, s->cap);
 	s->buf = p;
@@ -700,13 +742,20 @@ static void on_recv(struct worker *w, struct io_uring_cqe *cqe)
 		w->nfree--;
 	}
 	if (cqe->res > 0) {
-		size_t keep = conn_received_borrowed(&u->c, (size_t)cqe->res);
+		size_t keep;
+
+		if (current && u->rlen && !conn_pending_bytes(&u->c) &&
+		    (uint32_t)cqe->res < u->rlen)
+			u->sized = u->overshot;
+		keep = conn_received_borrowed(&u->c, (size_t)cqe->res);
 
 		if (keep && !u->closing)
 			take(w, u, bid, (uint32_t)keep);
 		else
 			recycle(w, bid);
 		metrics_add(w->m, METRICS_BYTES_IN, (unsigned long)cqe->res);
+		if (conn_pending_bytes(&u->c) > u->c.cap)
+			u->sized = u->overshot = true;
 		u->last_ms = w->now;
 	} else if (bid != NOBUF) {
 		recycle(w, bid); /* a buffer with nothing in it */
@@ -766,6 +815,7 @@ static void add_conn(struct worker *w, int fd)
 	u->fd = fd;
 	u->in_use = true;
 	u->sbid = NOBUF;
+	u->sized = true;
 	u->last_ms = w->now;
 	w->live++;
 	metrics_add(w->m, METRICS_ACCEPTED, 1);
@@ -1061,7 +1111,7 @@ static void worker_free(struct worker *w)
 		free(w->bufs);
 	}
 	while (w->npool)
-		free(w->pool[--w->npool]);
+		free(w->pool[--w->npool].buf);
 	free(w->conns);
 	free(w->parked);
 	free(w->acc_armed);

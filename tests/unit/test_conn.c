@@ -382,6 +382,18 @@ struct borrowed_step {
 	bool backpressured; /* conn_backpressured */
 };
 
+/* conn_room: cap minus what is pending, 0 past cap or without input wanted, cap while draining. */
+static size_t room_of(const struct conn *c, unsigned state)
+{
+	size_t pending = conn_pending_bytes(c);
+
+	if (!(state & READ))
+		return 0;
+	if (state & DRAINING)
+		return c->cap;
+	return c->cap - pending;
+}
+
 struct borrowed_case {
 	const char *name;
 	size_t cap;
@@ -446,6 +458,7 @@ static void run_borrowed(void **state)
 		assert_int_equal(state_of(&c), st->state);
 		assert_int_equal(conn_pending_bytes(&c), st->pending);
 		assert_int_equal(conn_backpressured(&c), st->backpressured);
+		assert_int_equal(conn_room(&c), room_of(&c, st->state));
 	}
 }
 

@@ -65,8 +65,9 @@ static const struct gen_case {
 	const char *name;
 	uint64_t (*gen)(size_t i);
 } gens[] = {
-	{"constant", gen_constant}, {"uniform_us", gen_uniform_us}, {"log_wide", gen_log_wide},
-	{"tail", gen_tail},	    {"tiny", gen_tiny},
+	{"constant", gen_constant}, {"uniform_us", gen_uniform_us},
+	{"log_wide", gen_log_wide}, {"tail", gen_tail},
+	{"tiny", gen_tiny},
 };
 
 static const double pcts[] = {0, 1, 25, 50, 75, 90, 99, 99.5, 99.9, 99.99, 100};

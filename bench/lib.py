@@ -111,6 +111,8 @@ def row(json_file, scenario, server, conns, cpu0, cpu1, rss0, rss_mid, nprocs, n
     cpu = (float(cpu1) - float(cpu0)) * 1e6 / msgs if msgs else 0
     per_conn = (int(rss_mid) - int(rss0)) / int(conns)
     dg = r.get("datagrams", {})
+    if r.get("conns_open", int(conns)) < int(conns):
+        note = (note + " " if note else "") + f"open at end {r['conns_open']}/{conns}"
     if r.get("udp"):
         note = (note + " " if note else "") + f"lost {dg.get('lost', 0)}"
     print("\t".join([scenario, server, f"{r['messages_per_s']:.0f}",

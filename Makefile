@@ -38,7 +38,7 @@ URING_LIBS  = -luring
 endif
 
 COMMON = net conn config log metrics
-ECHOD  = echod engine engine_iterative engine_threads engine_epoll privs $(COMMON)
+ECHOD  = echod engine engine_iterative engine_threads engine_epoll engine_uring privs $(COMMON)
 ECHOC  = echoc bench hist $(COMMON)
 UNIT   = conn net config hist bench
 
@@ -48,6 +48,9 @@ $(B)/echod: $(ECHOD:%=$(B)/%.o)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $^ -pthread $(URING_LIBS) -lm
 $(B)/echoc: $(ECHOC:%=$(B)/%.o)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $^ -pthread -lm
+# The benchmark's own load generator (bench/uring_vs_epoll.sh).
+$(B)/loadgen: bench/loadgen.c | $(B)
+	$(CC) $(ALL_CFLAGS) -o $@ $<
 $(B)/%.o: src/%.c | $(B)
 	$(CC) $(ALL_CFLAGS) -pthread -MMD -MP -c -o $@ $<
 $(B):

@@ -16,8 +16,7 @@
 set -eEuo pipefail
 
 # The models ThreadSanitizer checks: every engine that runs threads.
-# Add uring here when its engine lands.
-TSAN_MODELS="threads epoll"
+TSAN_MODELS="threads epoll uring"
 
 # Debian packages the tests need beyond gcc, make and python3.
 PACKAGES="libcmocka-dev liburing-dev python3-pytest python3-pytest-timeout clang"

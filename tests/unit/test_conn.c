@@ -366,6 +366,71 @@ static void run_random(void **state)
 	test_free(buf);
 }
 
+/*
+ * Borrowed buffers (the io_uring engine): the engine holds the bytes, conn
+ * only counts them and decides.  Each step: feed n bytes (B_RECV, expecting
+ * how many to keep), take n sent (B_SENT) or shut the write side (B_SHUT),
+ * then the predicates expected.
+ */
+enum borrowed_op { B_RECV, B_SENT, B_SHUT, B_END };
+
+struct borrowed_step {
+	enum borrowed_op op;
+	size_t n, keep;
+	unsigned state; /* READ | SHUTDOWN | ... as for the scripts */
+	size_t pending;
+};
+
+struct borrowed_case {
+	const char *name;
+	size_t cap;
+	unsigned flags;
+	struct borrowed_step steps[8];
+};
+
+static const struct borrowed_case borrowed_cases[] = {
+	{"borrowed stream: overshoot kept, reading stops at cap, EOF then shut",
+	 8,
+	 0,
+	 {{B_RECV, 5, 5, READ, 5},
+	  {B_RECV, 6, 6, 0, 11},
+	  {B_SENT, 11, 0, READ, 0},
+	  {B_RECV, 0, 0, SHUTDOWN, 0},
+	  {B_SHUT, 0, 0, DONE, 0},
+	  {B_END, 0, 0, 0, 0}}},
+	{"borrowed once: the chunk is cut at cap, later input discarded, then drained",
+	 4,
+	 CONN_ONCE,
+	 {{B_RECV, 10, 4, 0, 4},
+	  {B_RECV, 3, 0, 0, 4},
+	  {B_SENT, 4, 0, SHUTDOWN, 0},
+	  {B_SHUT, 0, 0, READ | DRAINING, 0},
+	  {B_RECV, 5, 0, READ | DRAINING, 0},
+	  {B_RECV, 0, 0, DONE, 0},
+	  {B_END, 0, 0, 0, 0}}},
+};
+
+static void run_borrowed(void **state)
+{
+	const struct borrowed_case *bc = *state;
+	struct conn c;
+
+	conn_init(&c, NULL, bc->cap, bc->flags);
+	for (size_t i = 0; bc->steps[i].op != B_END; i++) {
+		const struct borrowed_step *st = &bc->steps[i];
+
+		if (st->op == B_RECV)
+			assert_int_equal(conn_received_borrowed(&c, st->n), st->keep);
+		else if (st->op == B_SENT)
+			conn_sent(&c, st->n);
+		else
+			conn_shutdown(&c);
+		assert_int_equal(state_of(&c), st->state);
+		assert_int_equal(conn_pending_bytes(&c), st->pending);
+	}
+}
+
+static struct CMUnitTest borrowed_tests[ROWS(borrowed_cases)];
 static struct CMUnitTest script_tests[ROWS(scripts)];
 static struct CMUnitTest random_tests[ROWS(random_cases)];
 
@@ -381,5 +446,9 @@ int main(void)
 						      (void *)&random_cases[i]};
 	failed += cmocka_run_group_tests_name("conn scripts", script_tests, NULL, NULL);
 	failed += cmocka_run_group_tests_name("conn random", random_tests, NULL, NULL);
+	for (size_t i = 0; i < ROWS(borrowed_cases); i++)
+		borrowed_tests[i] = (struct CMUnitTest){borrowed_cases[i].name, run_borrowed, NULL,
+							NULL, (void *)&borrowed_cases[i]};
+	failed += cmocka_run_group_tests_name("conn borrowed", borrowed_tests, NULL, NULL);
 	return failed ? 1 : 0;
 }

@@ -34,9 +34,9 @@ URING_LIBS  = -luring
 endif
 
 COMMON = net conn config log metrics
-ECHOD  = echod engine engine_iterative engine_threads engine_epoll privs $(COMMON)
+ECHOD  = echod engine engine_iterative engine_threads engine_epoll privs udp $(COMMON)
 ECHOC  = echoc $(COMMON)
-UNIT   = conn net config
+UNIT   = conn net config udp
 
 all: $(B)/echod $(B)/echoc
 

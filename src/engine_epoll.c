@@ -1,16 +1,605 @@
-/* placeholder while the epoll engine is written */
+/*
+ * engine_epoll.c - non-blocking sockets, one epoll(7) event loop per worker.
+ *
+ * Technique: every worker thread owns an epoll instance and registers every
+ * listener in it with EPOLLEXCLUSIVE (Linux 4.5), so a new connection wakes
+ * one worker, which accepts it and serves it for its whole life.  Sockets
+ * are level-triggered: a readable connection gets one recv(2) of up to the
+ * buffer size per wake-up and its echo is sent at once, so a busy client
+ * cannot starve the others on its worker.  EPOLLOUT is asked for only while
+ * an echo is stuck, and EPOLLIN dropped only while the buffer is full
+ * (backpressure), so steady ping-pong costs no epoll_ctl(2) calls.
+ *
+ * Memory: a connection holds a buffer only while bytes are in flight;
+ * buffers come from a small per-worker pool, so idle connections cost a
+ * few hundred bytes here plus the kernel's socket buffers.
+ *
+ * Timers: every connection sits on one of two lists kept in deadline order
+ * because each list's timeout is constant: "active" (idle timeout; a
+ * connection moves to the tail when bytes move) and "drain" (the lingering
+ * close after --once).  epoll_wait(2) sleeps until the nearest deadline.
+ *
+ * Trade-off: Linux only.  Needs Linux 4.5 for EPOLLEXCLUSIVE.
+ */
 #include "engine.h"
+
+#include "clock.h"
+#include "conn.h"
+#include "log.h"
+
 #include <errno.h>
-static int probe(char *why, size_t whylen)
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+enum {
+	EVENTS_MAX = 256,  /* epoll_wait(2) batch */
+	ACCEPT_BATCH = 64, /* accepts per listener wake-up, so reads are not starved */
+	POOL_MAX = 64,	   /* free buffers a worker keeps for reuse */
+};
+
+/* What an epoll_event's data.ptr points at; each starts with its kind. */
+enum source_kind {
+	SRC_LISTENER,
+	SRC_STOP,
+	SRC_WAKE,
+	SRC_CONN,
+};
+
+struct source {
+	enum source_kind kind;
+	int fd;
+};
+
+struct econn;
+
+struct conn_list {
+	struct econn *head, *tail;
+};
+
+struct econn {
+	struct source src; /* first: data.ptr points here */
+	uint32_t events;   /* as registered with epoll */
+	uint64_t deadline; /* of the list it is on; 0 = none */
+	struct econn *prev, *next;
+	struct conn_list *list;
+	struct conn c;
+};
+
+struct buf_pool {
+	unsigned char *free[POOL_MAX];
+	int n;
+	size_t size;
+};
+
+struct epoll_engine;
+
+struct worker {
+	struct epoll_engine *eng;
+	struct server *srv;
+	struct metrics_worker *m;
+	pthread_t tid;
+	int epfd;
+	struct source stop, wake;
+	struct source *lsrc; /* one per listener */
+	bool listening;	     /* listeners are in epfd */
+	bool full;	     /* not listening: every --max-conns slot is taken */
+	uint64_t resume_ms;  /* not listening: out of descriptors until then */
+	bool stopping;
+	uint64_t grace_deadline;
+	long nconns;
+	struct conn_list active; /* oldest activity first */
+	struct conn_list drain;	 /* earliest drain deadline first */
+	struct buf_pool pool;
+	int rc;
+};
+
+struct epoll_engine {
+	struct server *srv;
+	struct worker *w;
+	int n;
+};
+
+static void list_remove(struct econn *ec)
 {
-	(void)why;
-	(void)whylen;
+	struct conn_list *l = ec->list;
+
+	if (!l)
+		return;
+	if (ec->prev)
+		ec->prev->next = ec->next;
+	else
+		l->head = ec->next;
+	if (ec->next)
+		ec->next->prev = ec->prev;
+	else
+		l->tail = ec->prev;
+	ec->prev = ec->next = NULL;
+	ec->list = NULL;
+}
+
+/* Appends ec to l with a deadline; lists stay sorted since each timeout is fixed. */
+static void list_push(struct conn_list *l, struct econn *ec, uint64_t deadline)
+{
+	list_remove(ec);
+	ec->deadline = deadline;
+	ec->list = l;
+	ec->prev = l->tail;
+	if (l->tail)
+		l->tail->next = ec;
+	else
+		l->head = ec;
+	l->tail = ec;
+}
+
+static unsigned char *pool_get(struct buf_pool *p)
+{
+	return p->n ? p->free[--p->n] : malloc(p->size);
+}
+
+static void pool_put(struct buf_pool *p, unsigned char *buf)
+{
+	if (!buf)
+		return;
+	if (p->n < POOL_MAX)
+		p->free[p->n++] = buf;
+	else
+		free(buf);
+}
+
+static void pool_drain(struct buf_pool *p)
+{
+	while (p->n)
+		free(p->free[--p->n]);
+}
+
+static uint64_t active_deadline(const struct worker *w, uint64_t now)
+{
+	long idle_ms = w->srv->cfg->idle_timeout_ms;
+
+	return idle_ms ? now + (uint64_t)idle_ms : 0;
+}
+
+static void set_listening(struct worker *w, bool on)
+{
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE};
+
+	if (w->listening == on)
+		return;
+	for (int i = 0; i < w->srv->nlisteners; i++) {
+		ev.data.ptr = &w->lsrc[i];
+		epoll_ctl(w->epfd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, w->lsrc[i].fd, &ev);
+	}
+	w->listening = on;
+}
+
+/* Listens again unless a reason not to remains. */
+static void maybe_resume(struct worker *w)
+{
+	if (!w->full && !w->resume_ms && !w->stopping)
+		set_listening(w, true);
+}
+
+/* Tells every worker that a --max-conns slot freed. */
+static void wake_all(struct epoll_engine *eng)
+{
+	uint64_t one = 1;
+
+	for (int i = 0; i < eng->n; i++)
+		if (write(eng->w[i].wake.fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+			log_debug("wake: %s", strerror(errno));
+}
+
+static void close_conn(struct worker *w, struct econn *ec, enum metrics_counter why)
+{
+	list_remove(ec);
+	close(ec->src.fd);
+	pool_put(&w->pool, ec->c.buf);
+	free(ec);
+	w->nconns--;
+	metrics_add(w->m, METRICS_CLOSED, 1);
+	if (why != METRICS_CLOSED)
+		metrics_add(w->m, why, 1);
+	if (server_release_slot(w->srv))
+		wake_all(w->eng);
+}
+
+static int add_conn(struct worker *w, int fd)
+{
+	struct econn *ec = calloc(1, sizeof(*ec));
+	struct epoll_event ev = {.events = EPOLLIN};
+	char peer[NET_NAMELEN];
+
+	if (!ec)
+		return -ENOMEM;
+	ec->src = (struct source){.kind = SRC_CONN, .fd = fd};
+	ec->events = EPOLLIN;
+	conn_init(&ec->c, NULL, w->pool.size, server_conn_flags(w->srv));
+	ev.data.ptr = ec;
+	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		free(ec);
+		return -errno;
+	}
+	list_push(&w->active, ec, active_deadline(w, clock_now_ms()));
+	w->nconns++;
+	metrics_add(w->m, METRICS_ACCEPTED, 1);
+	if (log_enabled(LOGL_DEBUG)) {
+		net_format_peer(fd, peer, sizeof(peer));
+		log_debug("connection from %s", peer);
+	}
 	return 0;
 }
+
+/* Accepts one connection; returns 0, or -errno (-EBUSY: no free slot). */
+static int accept_one(struct worker *w, int lfd)
+{
+	int fd, rc;
+
+	if (!server_take_slot(w->srv))
+		return -EBUSY;
+	fd = net_accept(lfd);
+	if (fd >= 0) {
+		rc = add_conn(w, fd);
+		if (rc == 0)
+			return 0;
+		close(fd);
+		fd = rc;
+	}
+	if (server_release_slot(w->srv))
+		wake_all(w->eng);
+	return fd;
+}
+
+static void handle_accept(struct worker *w, int lfd)
+{
+	for (int i = 0; i < ACCEPT_BATCH; i++) {
+		int rc = accept_one(w, lfd);
+
+		if (rc == 0 || rc == -EINTR || rc == -ECONNABORTED || rc == -EPROTO)
+			continue;
+		if (rc == -EBUSY) {
+			/* Leave the backlog be until a slot frees (wake_all). */
+			w->full = true;
+			set_listening(w, false);
+		} else if (net_accept_error_is_resource(rc)) {
+			/* No busy loop on EMFILE: try again in a moment. */
+			metrics_add(w->m, METRICS_ACCEPT_PAUSES, 1);
+			engine_log_accept_error(rc);
+			w->resume_ms = clock_now_ms() + ENGINE_ACCEPT_PAUSE_MS;
+			set_listening(w, false);
+		} else if (rc != -EAGAIN) {
+			log_debug("accept: %s", strerror(-rc));
+		}
+		return;
+	}
+}
+
+static void handle_wake(struct worker *w)
+{
+	uint64_t n;
+
+	if (read(w->wake.fd, &n, sizeof(n)) < 0)
+		return;
+	w->full = false;
+	maybe_resume(w);
+}
+
+static void begin_stop(struct worker *w)
+{
+	epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->stop.fd, NULL);
+	w->stopping = true;
+	w->grace_deadline = clock_now_ms() + (uint64_t)w->srv->cfg->grace_ms;
+	set_listening(w, false);
+}
+
+/*
+ * One recv(2) into the connection.  Returns the byte count, 0 at EOF,
+ * -EAGAIN when there is nothing to read (or no wish to), else -errno.
+ */
+static ssize_t read_some(struct worker *w, struct econn *ec)
+{
+	unsigned char *p;
+	size_t space;
+	ssize_t n;
+
+	if (!conn_wants_read(&ec->c))
+		return -EAGAIN;
+	if (!ec->c.buf) {
+		p = pool_get(&w->pool);
+		if (!p)
+			return -ENOMEM;
+		conn_attach(&ec->c, p);
+	}
+	space = conn_rspace(&ec->c, &p);
+	n = recv(ec->src.fd, p, space, 0);
+	if (n < 0)
+		return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? -EAGAIN : -errno;
+	conn_received(&ec->c, (size_t)n);
+	metrics_add(w->m, METRICS_BYTES_IN, (unsigned long)n);
+	return n;
+}
+
+/* Sends what is pending until done or the socket is full.  Returns 0 or -errno. */
+static int write_some(struct worker *w, struct econn *ec)
+{
+	const unsigned char *p;
+	size_t len;
+	ssize_t n;
+
+	while ((len = conn_pending(&ec->c, &p)) > 0) {
+		n = send(ec->src.fd, p, len, MSG_NOSIGNAL);
+		if (n < 0)
+			return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0
+											 : -errno;
+		conn_sent(&ec->c, (size_t)n);
+		metrics_add(w->m, METRICS_BYTES_OUT, (unsigned long)n);
+	}
+	return 0;
+}
+
+/* Follows the protocol's verdicts; returns true when ec may be closed. */
+static bool advance(struct worker *w, struct econn *ec, bool moved)
+{
+	uint64_t now;
+
+	if (conn_wants_shutdown(&ec->c)) {
+		shutdown(ec->src.fd, SHUT_WR);
+		conn_shutdown(&ec->c);
+		list_push(&w->drain, ec, clock_now_ms() + CONN_DRAIN_MS);
+	} else if (moved && ec->list == &w->active && w->srv->cfg->idle_timeout_ms) {
+		now = clock_now_ms();
+		list_push(&w->active, ec, active_deadline(w, now));
+	}
+	/* Lend the buffer back while nothing is in flight. */
+	pool_put(&w->pool, conn_detach(&ec->c));
+	return conn_done(&ec->c);
+}
+
+/* Registers interest in exactly what the connection waits for. */
+static void update_interest(struct worker *w, struct econn *ec)
+{
+	const unsigned char *p;
+	uint32_t want =
+		(conn_wants_read(&ec->c) ? EPOLLIN : 0) | (conn_pending(&ec->c, &p) ? EPOLLOUT : 0);
+	struct epoll_event ev = {.events = want, .data.ptr = ec};
+
+	if (want == ec->events)
+		return;
+	if (epoll_ctl(w->epfd, EPOLL_CTL_MOD, ec->src.fd, &ev) == 0)
+		ec->events = want;
+}
+
+static void handle_conn(struct worker *w, struct econn *ec, uint32_t events)
+{
+	ssize_t n = -EAGAIN;
+	int rc;
+
+	if (events & EPOLLERR) {
+		close_conn(w, ec, METRICS_CONN_ERRORS);
+		return;
+	}
+	if (events & (EPOLLIN | EPOLLHUP))
+		n = read_some(w, ec);
+	rc = n < 0 && n != -EAGAIN ? (int)n : write_some(w, ec);
+	/* Hung up both ways with nothing left to read: nothing can move again. */
+	if (rc == 0 && (events & EPOLLHUP) && n == -EAGAIN)
+		rc = -EPIPE;
+	if (rc < 0) {
+		log_debug("connection: %s", strerror(-rc));
+		close_conn(w, ec, METRICS_CONN_ERRORS);
+		return;
+	}
+	if (advance(w, ec, n >= 0)) {
+		close_conn(w, ec, METRICS_CLOSED);
+		return;
+	}
+	update_interest(w, ec);
+}
+
+/* Closes connections whose deadline passed, from the head of list l. */
+static void expire_list(struct worker *w, struct conn_list *l, uint64_t now,
+			enum metrics_counter why)
+{
+	while (l->head && l->head->deadline && l->head->deadline <= now)
+		close_conn(w, l->head, why);
+}
+
+static void close_all(struct worker *w)
+{
+	while (w->active.head)
+		close_conn(w, w->active.head, METRICS_CLOSED);
+	while (w->drain.head)
+		close_conn(w, w->drain.head, METRICS_CLOSED);
+}
+
+static void expire(struct worker *w)
+{
+	uint64_t now = clock_now_ms();
+
+	expire_list(w, &w->active, now, METRICS_IDLE_TIMEOUTS);
+	expire_list(w, &w->drain, now, METRICS_CLOSED);
+	if (w->resume_ms && now >= w->resume_ms) {
+		w->resume_ms = 0;
+		maybe_resume(w);
+	}
+	if (w->stopping && now >= w->grace_deadline)
+		close_all(w);
+}
+
+static uint64_t earliest(uint64_t a, uint64_t b)
+{
+	if (!a)
+		return b;
+	return !b || a < b ? a : b;
+}
+
+/* Milliseconds until the nearest deadline, for epoll_wait(2); -1 for none. */
+static int next_timeout(const struct worker *w)
+{
+	uint64_t d = 0, now;
+
+	if (w->active.head)
+		d = w->active.head->deadline;
+	if (w->drain.head)
+		d = earliest(d, w->drain.head->deadline);
+	d = earliest(d, w->resume_ms);
+	if (w->stopping)
+		d = earliest(d, w->grace_deadline);
+	if (!d)
+		return -1;
+	now = clock_now_ms();
+	return d <= now ? 0 : (int)(d - now > 60000 ? 60000 : d - now);
+}
+
+static void dispatch(struct worker *w, const struct epoll_event *ev)
+{
+	struct source *src = ev->data.ptr;
+
+	switch (src->kind) {
+	case SRC_LISTENER:
+		handle_accept(w, src->fd);
+		break;
+	case SRC_STOP:
+		begin_stop(w);
+		break;
+	case SRC_WAKE:
+		handle_wake(w);
+		break;
+	case SRC_CONN:
+		handle_conn(w, (struct econn *)src, ev->events);
+		break;
+	}
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct epoll_event ev[EVENTS_MAX];
+	int n;
+
+	while (!w->stopping || w->nconns > 0) {
+		n = epoll_wait(w->epfd, ev, EVENTS_MAX, next_timeout(w));
+		if (n < 0 && errno != EINTR) {
+			w->rc = -errno;
+			close_all(w);
+			break;
+		}
+		for (int i = 0; i < n; i++)
+			dispatch(w, &ev[i]);
+		expire(w);
+	}
+	return NULL;
+}
+
+static int watch(struct worker *w, struct source *src)
+{
+	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = src};
+
+	return epoll_ctl(w->epfd, EPOLL_CTL_ADD, src->fd, &ev) < 0 ? -errno : 0;
+}
+
+/* Sets up one worker's epoll instance; returns 0 or -errno. */
+static int worker_init(struct worker *w, struct epoll_engine *eng, int index)
+{
+	struct server *srv = eng->srv;
+
+	w->eng = eng;
+	w->srv = srv;
+	w->m = &srv->metrics.w[index];
+	w->pool.size = (size_t)srv->cfg->buffer_bytes;
+	w->stop = (struct source){.kind = SRC_STOP, .fd = srv->stop_fd};
+	w->wake = (struct source){.kind = SRC_WAKE, .fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)};
+	w->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (w->epfd < 0 || w->wake.fd < 0)
+		return -errno;
+	w->lsrc = calloc((size_t)srv->nlisteners, sizeof(*w->lsrc));
+	if (!w->lsrc)
+		return -ENOMEM;
+	for (int i = 0; i < srv->nlisteners; i++)
+		w->lsrc[i] = (struct source){.kind = SRC_LISTENER, .fd = srv->listeners[i].fd};
+	if (watch(w, &w->stop) < 0 || watch(w, &w->wake) < 0)
+		return -errno;
+	set_listening(w, true);
+	return 0;
+}
+
+static void worker_free(struct worker *w)
+{
+	if (w->epfd >= 0)
+		close(w->epfd);
+	if (w->wake.fd >= 0)
+		close(w->wake.fd);
+	free(w->lsrc);
+	pool_drain(&w->pool);
+}
+
+static int probe(char *why, size_t whylen)
+{
+	int fd = epoll_create1(EPOLL_CLOEXEC);
+
+	if (fd < 0) {
+		snprintf(why, whylen, "epoll_create1: %s", strerror(errno));
+		return -errno;
+	}
+	close(fd);
+	return 0;
+}
+
+/*
+ * Runs worker 0 on the calling thread and the others on threads of their
+ * own.  A worker whose thread cannot start leaves the listeners to the rest.
+ */
+static int run_workers(struct epoll_engine *eng)
+{
+	int rc = 0;
+
+	for (int i = 1; i < eng->n; i++) {
+		int err = pthread_create(&eng->w[i].tid, NULL, worker_main, &eng->w[i]);
+
+		if (err) {
+			log_warn("cannot start worker %d: %s", i, strerror(err));
+			set_listening(&eng->w[i], false);
+			eng->w[i].rc = 1; /* never started: nothing to join */
+		}
+	}
+	worker_main(&eng->w[0]);
+	for (int i = 0; i < eng->n; i++) {
+		if (i > 0 && eng->w[i].rc != 1)
+			pthread_join(eng->w[i].tid, NULL);
+		if (eng->w[i].rc < 0 && rc == 0)
+			rc = eng->w[i].rc;
+	}
+	return rc;
+}
+
 static int run(struct server *srv)
 {
-	(void)srv;
-	return -ENOSYS;
+	struct epoll_engine eng = {.srv = srv, .n = srv->workers};
+	int rc = 0, i;
+
+	eng.w = calloc((size_t)eng.n, sizeof(*eng.w));
+	if (!eng.w)
+		return -ENOMEM;
+	for (i = 0; i < eng.n; i++)
+		eng.w[i].epfd = eng.w[i].wake.fd = -1;
+	for (i = 0; i < eng.n && rc == 0; i++)
+		rc = worker_init(&eng.w[i], &eng, i);
+	if (rc == 0)
+		rc = run_workers(&eng);
+	for (i = 0; i < eng.n; i++)
+		worker_free(&eng.w[i]);
+	free(eng.w);
+	return rc;
 }
+
 const struct engine engine_epoll = {
-	.name = "epoll", .has_workers = true, .probe = probe, .run = run};
+	.name = "epoll",
+	.has_workers = true,
+	.probe = probe,
+	.run = run,
+};

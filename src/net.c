@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -408,9 +409,17 @@ int net_connect(const struct net_addr *a, int type, int timeout_ms, char *err, s
 
 int net_accept(int lfd)
 {
-	int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC), one = 1;
 
-	return fd < 0 ? -errno : fd;
+	if (fd < 0)
+		return -errno;
+	/*
+	 * An echo is written the moment it is read: Nagle's algorithm would
+	 * only hold back the tail of a partial echo until the peer's delayed
+	 * ACK.  Fails harmlessly on unix sockets.
+	 */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	return fd;
 }
 
 bool net_accept_error_is_resource(int err)

@@ -198,6 +198,7 @@ static void log_engine(const struct server *srv, const struct engine *e)
 int main(int argc, char **argv)
 {
 	struct server srv = {0};
+	struct privs privs;
 	struct stopper st;
 	struct config cfg;
 	const struct engine *e;
@@ -206,6 +207,8 @@ int main(int argc, char **argv)
 	int rc;
 
 	parse_args(&cfg, argc, argv);
+	if (cfg.user && privs_lookup(cfg.user, &privs, why, sizeof(why)) < 0)
+		errx(2, "%s", why);
 	e = choose_engine(&cfg);
 	srv.cfg = &cfg;
 	srv.workers = worker_count(&cfg, e);
@@ -214,7 +217,7 @@ int main(int argc, char **argv)
 	srv.stop_fd = start_signal_thread(&st);
 	open_listeners(&srv, &cfg);
 	udp = open_udp(&srv);
-	if (cfg.user && privs_drop(cfg.user, why, sizeof(why)) < 0)
+	if (cfg.user && privs_drop(&privs, why, sizeof(why)) < 0)
 		errx(1, "%s", why);
 	if (metrics_init(&srv.metrics, srv.workers) < 0)
 		errx(1, "out of memory");

@@ -324,22 +324,23 @@ static ssize_t read_some(struct worker *w, struct econn *ec)
 	return n;
 }
 
-/* Sends what is pending until done or the socket is full.  Returns 0 or -errno. */
-static int write_some(struct worker *w, struct econn *ec)
+/* Sends what is pending until done or the socket is full.  Returns bytes sent or -errno. */
+static ssize_t write_some(struct worker *w, struct econn *ec)
 {
 	const unsigned char *p;
+	ssize_t n, sent = 0;
 	size_t len;
-	ssize_t n;
 
 	while ((len = conn_pending(&ec->c, &p)) > 0) {
 		n = send(ec->src.fd, p, len, MSG_NOSIGNAL);
 		if (n < 0)
-			return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0
+			return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? sent
 											 : -errno;
 		conn_sent(&ec->c, (size_t)n);
 		metrics_add(w->m, METRICS_BYTES_OUT, (unsigned long)n);
+		sent += n;
 	}
-	return 0;
+	return sent;
 }
 
 /* Follows the protocol's verdicts; returns true when ec may be closed. */
@@ -376,8 +377,7 @@ static void update_interest(struct worker *w, struct econn *ec)
 
 static void handle_conn(struct worker *w, struct econn *ec, uint32_t events)
 {
-	ssize_t n = -EAGAIN;
-	int rc;
+	ssize_t n = -EAGAIN, sent;
 
 	if (events & EPOLLERR) {
 		close_conn(w, ec, METRICS_CONN_ERRORS);
@@ -385,16 +385,17 @@ static void handle_conn(struct worker *w, struct econn *ec, uint32_t events)
 	}
 	if (events & (EPOLLIN | EPOLLHUP))
 		n = read_some(w, ec);
-	rc = n < 0 && n != -EAGAIN ? (int)n : write_some(w, ec);
+	sent = n < 0 && n != -EAGAIN ? n : write_some(w, ec);
 	/* Hung up both ways with nothing left to read: nothing can move again. */
-	if (rc == 0 && (events & EPOLLHUP) && n == -EAGAIN)
-		rc = -EPIPE;
-	if (rc < 0) {
-		log_debug("connection: %s", strerror(-rc));
+	if (sent == 0 && (events & EPOLLHUP) && n == -EAGAIN)
+		sent = -EPIPE;
+	if (sent < 0) {
+		log_debug("connection: %s", strerror((int)-sent));
 		close_conn(w, ec, METRICS_CONN_ERRORS);
 		return;
 	}
-	if (advance(w, ec, n >= 0)) {
+	/* Bytes moving either way keep a connection from being idle. */
+	if (advance(w, ec, n >= 0 || sent > 0)) {
 		close_conn(w, ec, METRICS_CLOSED);
 		return;
 	}

@@ -8,8 +8,8 @@
  *
  * On stop, every connection thread sees the stop pipe in its own poll(2),
  * finishes within the grace period and exits; the acceptor joins them all.
- * Finished threads are joined as new connections arrive, so a long-running
- * server holds only the threads of live connections.
+ * Finished threads are joined when the next connection arrives, so after a
+ * burst their stacks are kept until then, not forever.
  *
  * Trade-off: a thread (stack and scheduling) per connection; fine for
  * hundreds, wasteful for tens of thousands, where epoll or uring fit.

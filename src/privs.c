@@ -14,26 +14,33 @@
 #include <string.h>
 #include <unistd.h>
 
-int privs_drop(const char *user, char *err, size_t errlen)
+int privs_lookup(const char *user, struct privs *p, char *err, size_t errlen)
 {
 	struct passwd *pw;
-	int rc;
 
 	errno = 0;
 	pw = getpwnam(user);
-	if (!pw) {
-		rc = errno ? -errno : -ENOENT;
+	if (!pw || strlen(user) >= sizeof(p->name)) {
 		snprintf(err, errlen, "--user %s: no such user", user);
-		return rc;
+		return errno ? -errno : -ENOENT;
 	}
-	if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 ||
-	    setuid(pw->pw_uid) < 0) {
+	snprintf(p->name, sizeof(p->name), "%s", user);
+	p->uid = pw->pw_uid;
+	p->gid = pw->pw_gid;
+	return 0;
+}
+
+int privs_drop(const struct privs *p, char *err, size_t errlen)
+{
+	int rc;
+
+	if (initgroups(p->name, p->gid) < 0 || setgid(p->gid) < 0 || setuid(p->uid) < 0) {
 		rc = -errno;
-		snprintf(err, errlen, "--user %s: %s", user, strerror(-rc));
+		snprintf(err, errlen, "--user %s: %s", p->name, strerror(-rc));
 		return rc;
 	}
-	if (pw->pw_uid != 0 && setuid(0) == 0) {
-		snprintf(err, errlen, "--user %s: root could be regained", user);
+	if (p->uid != 0 && setuid(0) == 0) {
+		snprintf(err, errlen, "--user %s: root could be regained", p->name);
 		return -EPERM;
 	}
 	return 0;

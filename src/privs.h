@@ -5,11 +5,25 @@
 #define ECHOD_PRIVS_H
 
 #include <stddef.h>
+#include <sys/types.h>
+
+struct privs {
+	char name[64];
+	uid_t uid;
+	gid_t gid;
+};
 
 /*
- * Switches the process to user's uid, gid and supplementary groups.
+ * Looks user up, before any socket exists, so that a typo is a usage error
+ * rather than a server that bound its ports and then died.  Returns 0, or
+ * -errno with a reason in err.
+ */
+int privs_lookup(const char *user, struct privs *p, char *err, size_t errlen);
+
+/*
+ * Switches the process to p's uid, gid and supplementary groups.
  * Returns 0, or -errno with a reason in err.
  */
-int privs_drop(const char *user, char *err, size_t errlen);
+int privs_drop(const struct privs *p, char *err, size_t errlen);
 
 #endif

@@ -35,10 +35,11 @@ START_TIMEOUT = 10.0
 class Server:
     """A running echod: its process, its listening addresses and its stderr."""
 
-    def __init__(self, args):
+    def __init__(self, args, **popen_kwargs):
         self.args = [ECHOD] + list(args)
         self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     **popen_kwargs)
         self.stderr_lines = []
         self.listening = []  # (kind, address) in the order printed
         self._buf = b""
@@ -58,6 +59,7 @@ class Server:
                 if not self._buf:
                     return None
                 self._buf += b"\n"
+            self._buf += chunk
         line, self._buf = self._buf.split(b"\n", 1)
         text = line.decode(errors="replace")
         self.stderr_lines.append(text)
@@ -141,17 +143,17 @@ def echod():
     """Factory: echod(*args, listeners=1) starts echod and waits until it listens.
 
     Without -l in args, "-l 127.0.0.1:0" is added.  The server is killed at
-    teardown.
+    teardown.  Other keyword arguments go to subprocess.Popen (preexec_fn=...).
     """
     started = []
 
-    def start(*args, listeners=None):
+    def start(*args, listeners=None, **popen_kwargs):
         args = list(args)
         if "-l" not in args and "--listen" not in args and "--inetd" not in args:
             args = ["-l", "127.0.0.1:0"] + args
         if listeners is None:
             listeners = max(1, args.count("-l") + args.count("--listen"))
-        srv = Server(args)
+        srv = Server(args, **popen_kwargs)
         started.append(srv)
         srv.wait_listening(listeners)
         return srv
@@ -216,3 +218,166 @@ def wait_until(predicate, timeout=10.0, interval=0.02):
         if value or time.monotonic() >= deadline:
             return value
         time.sleep(interval)
+
+
+# ---------------------------------------------------------------------------
+# Helpers for the behaviour tests (test_stream, test_once, test_limits, ...).
+
+# Every test is bounded in time: pytest-timeout when it is installed (its
+# --timeout wins), else a SIGALRM in the main thread.  E2E_TEST_TIMEOUT=0
+# turns the fallback off.
+E2E_TEST_TIMEOUT = float(os.environ.get("E2E_TEST_TIMEOUT", "150"))
+
+
+class TestTimeout(Exception):
+    """A test ran past E2E_TEST_TIMEOUT."""
+
+
+@pytest.fixture(autouse=True)
+def _bounded_test_time(request):
+    if request.config.pluginmanager.hasplugin("timeout") or E2E_TEST_TIMEOUT <= 0:
+        yield
+        return
+
+    def expire(signum, frame):
+        raise TestTimeout(f"test ran longer than {E2E_TEST_TIMEOUT} s (E2E_TEST_TIMEOUT)")
+
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, E2E_TEST_TIMEOUT)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def has_ipv6_loopback():
+    """True when ::1 can be bound here."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def connect_to(addr, timeout=5.0):
+    """A blocking socket connected to a listening address as echod prints it:
+    "127.0.0.1:P", "[::1]:P" or a unix socket path."""
+    if addr.startswith("/"):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        s.connect(addr)
+        return s
+    host, port = addr.rsplit(":", 1)
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect((host, int(port)))
+    return s
+
+
+def assert_echo(sock, data=b"ping\n", timeout=5.0):
+    """Sends data and asserts the same bytes come back within timeout."""
+    sock.settimeout(timeout)
+    sock.sendall(data)
+    got = recv_exactly(sock, len(data), timeout=timeout)
+    assert got == data
+
+
+def assert_silent(sock, window):
+    """Asserts that nothing (neither data nor EOF) arrives on sock for window seconds.
+
+    This is a measurement window, not synchronisation: the test asserts that
+    an event does NOT happen, which can only be observed over some time.
+    """
+    ready, _, _ = select.select([sock], [], [], window)
+    if ready:
+        try:
+            data = sock.recv(65536, socket.MSG_PEEK)
+        except OSError as e:
+            raise AssertionError(f"expected silence for {window} s, got {e!r}")
+        raise AssertionError(f"expected silence for {window} s, got {data[:40]!r}"
+                             f"{' (EOF)' if not data else ''}")
+
+
+def echo_stream(sock, payload, timeout=60.0, shut_wr=True):
+    """Sends payload while reading the echo concurrently (full duplex, one
+    thread, non-blocking); then, with shut_wr, shuts the write side and
+    expects EOF right after the echo.  Returns the bytes received."""
+    deadline = time.monotonic() + timeout
+    sock.setblocking(False)
+    view = memoryview(payload)
+    sent, out, eof = 0, bytearray(), False
+    try:
+        while not eof and (len(out) < len(payload) or shut_wr):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"echo_stream timed out: sent {sent}, received "
+                                     f"{len(out)} of {len(payload)} bytes")
+            want_w = [sock] if sent < len(payload) else []
+            r, w, _ = select.select([sock], want_w, [], left)
+            if w:
+                sent += sock.send(view[sent:sent + 262144])
+                if sent == len(payload) and shut_wr:
+                    sock.shutdown(socket.SHUT_WR)
+            if r:
+                chunk = sock.recv(262144)
+                if not chunk:
+                    eof = True
+                out += chunk
+    finally:
+        sock.setblocking(True)
+    if shut_wr and sent == len(payload) and len(out) < len(payload):
+        raise AssertionError(f"EOF after {len(out)} of {len(payload)} echoed bytes")
+    return bytes(out)
+
+
+def proc_status(pid, field):
+    """A field of /proc/PID/status as an integer (VmRSS in KiB, Threads ...)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def cpu_seconds(pid):
+    """User plus system CPU time a process has used so far, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is the state (field 3); utime and stime are fields 14 and 15.
+    ticks = int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def set_linger_reset(sock):
+    """Makes close() send a RST instead of a FIN (SO_LINGER on, 0 seconds)."""
+    import struct
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def fill_until_blocked(sock, limit, stall=1.0, timeout=30.0, chunk=65536):
+    """Sends on a non-blocking socket until limit bytes were accepted, or no
+    byte was accepted for stall seconds (flow control pushed back), or
+    timeout.  Returns the number of bytes the kernel accepted."""
+    sock.setblocking(False)
+    data = b"x" * chunk
+    accepted = 0
+    deadline = time.monotonic() + timeout
+    last_progress = time.monotonic()
+    try:
+        while accepted < limit and time.monotonic() < deadline:
+            try:
+                accepted += sock.send(data)
+                last_progress = time.monotonic()
+                continue
+            except BlockingIOError:
+                pass
+            if time.monotonic() - last_progress >= stall:
+                break
+            select.select([], [sock], [], 0.05)
+    finally:
+        sock.setblocking(True)
+    return accepted

@@ -35,7 +35,7 @@ endif
 
 COMMON = net conn config log metrics
 ECHOD  = echod engine engine_iterative engine_threads engine_epoll privs udp $(COMMON)
-ECHOC  = echoc $(COMMON)
+ECHOC  = echoc echoc_udp $(COMMON)
 UNIT   = conn net config udp
 
 all: $(B)/echod $(B)/echoc

@@ -422,6 +422,11 @@ enum opts_result client_config_parse(struct client_config *cfg, int argc, char *
 		snprintf(err, errlen, "--timeout must be more than 0 seconds");
 		return OPTS_ERROR;
 	}
+	/* A datagram has no stream for the server to close. */
+	if (cfg->udp && (cfg->once || cfg->target.is_unix)) {
+		snprintf(err, errlen, "cannot use %s with --udp", cfg->once ? "--once" : "unix:");
+		return OPTS_ERROR;
+	}
 	cfg->first_word = first < argc ? first + 1 : argc;
 	return OPTS_OK;
 }

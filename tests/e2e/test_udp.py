@@ -284,3 +284,53 @@ def test_wildcard_replies_from_the_address_it_was_sent_to():
             assert (sender, sender_port) == (host, port)
     finally:
         srv.kill()
+
+
+def udp_target(srv):
+    host, port = udp_listeners(srv)[0]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def test_echoc_udp_message_mode(echod, run_echoc):
+    srv = echod("--udp", listeners=2)
+    r = run_echoc("-u", udp_target(srv), "hello", "world")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"hello world\n"
+
+
+def test_echoc_udp_message_mode_over_ipv6(echod, run_echoc):
+    srv = echod("--udp", "-l", "[::1]:0", listeners=2)
+    r = run_echoc("-u", "-n", udp_target(srv), "x" * 65000)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"x" * 65000
+
+
+def test_echoc_udp_without_udp_server_exits_1(echod, run_echoc):
+    srv = echod()
+    r = run_echoc("-u", "-t", "2", srv.target, "hello")
+    assert r.returncode == 1
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert b"refused" in r.stderr or b"timeout" in r.stderr
+
+
+def test_echoc_udp_pipe_mode_round_trips_a_file(echod, run_echoc):
+    srv = echod("--udp", "--udp-rate", "0", listeners=2)
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    r = run_echoc("-u", udp_target(srv), input=data)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == data
+
+
+def test_echoc_udp_pipe_mode_reports_a_lost_datagram(echod, run_echoc):
+    # One datagram a second, burst of one: the second datagram goes unanswered.
+    srv = echod("--udp", "--udp-rate", "1", listeners=2)
+    r = run_echoc("-u", "-t", "0.5", udp_target(srv), input=b"a" * 1400 + b"b" * 1400)
+    assert r.returncode == 1
+    assert r.stdout == b"a" * 1400
+    assert b"datagram 2 (lost?)" in r.stderr
+
+
+def test_echoc_udp_refuses_once(run_echoc):
+    r = run_echoc("-u", "--once", "127.0.0.1:1", "hi")
+    assert r.returncode == 2
+    assert b"cannot use --once with --udp" in r.stderr

@@ -278,8 +278,11 @@ static void log_drop(struct udp_loglimit *l, const struct sockaddr *sa, socklen_
 		return;
 	}
 	net_format_sockaddr(sa, len, name, sizeof(name));
-	log_warn("udp: not answering %s: %s (%lu more dropped since the last such line)", name, why,
-		 l->quiet);
+	if (l->quiet)
+		log_warn("udp: not answering %s: %s (and %lu more like it since the last report)",
+			 name, why, l->quiet);
+	else
+		log_warn("udp: not answering %s: %s", name, why);
 	l->quiet = 0;
 	l->next_ms = now + UDP_LOG_EVERY_MS;
 }

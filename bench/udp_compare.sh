@@ -1,0 +1,143 @@
+#!/bin/bash
+# udp_compare.sh - UDP ping-pong against echod, socat and xinetd, side by side.
+#
+# Stand-in until "echoc bench -u" exists: the load is bench/udp_pingpong.c,
+# one datagram in flight.  The server runs on CPU 0 and the load on CPU 1
+# (taskset); each server is measured ROUNDS times for SECONDS each, and its
+# CPU time (user + system, children included: socat forks) is read from
+# /proc before and after each round.  Everything binds 127.0.0.1 only, and
+# xinetd is told to log nowhere and to skip libwrap, so nothing resolves a
+# name.  Needs socat and xinetd; run as root (xinetd wants to be).
+#
+# xinetd drains its socket after each reply (wait = yes), so it loses the
+# next datagram whenever that arrives in between: the "lost" column counts
+# them, each costing LOST_MS of waiting.
+#
+# usage: bench/udp_compare.sh [SIZE] [SECONDS] [ROUNDS] [LOST_MS]
+set -euo pipefail
+
+SIZE=${1:-64}
+SECONDS_PER_ROUND=${2:-5}
+ROUNDS=${3:-3}
+LOST_MS=${4:-20}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+B=${B:-build}
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() {
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+cc -O2 -o "$TMP/udp_pingpong" "$ROOT/bench/udp_pingpong.c"
+TCK=$(getconf CLK_TCK)
+
+# A port free for both UDP and TCP (echod binds both) on 127.0.0.1.
+free_port() {
+	python3 -c '
+import socket
+while True:
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind(("127.0.0.1", 0))
+    t = socket.socket()
+    try:
+        t.bind(("127.0.0.1", u.getsockname()[1]))
+        break
+    except OSError:
+        pass
+print(u.getsockname()[1])'
+}
+
+# CPU ticks of a process and its reaped children.
+cpu_ticks() {
+	awk '{ print $14 + $15 + $16 + $17 }' "/proc/$1/stat"
+}
+
+# Waits (at most 10 s) until process $2 has a UDP socket bound on port $1.
+# No probe datagram: socat UDP-LISTEN would lock on to the prober.
+wait_bound() {
+	local deadline=$((SECONDS + 10))
+	until [ -n "$(ss -Hlun "sport = :$1")" ]; do
+		if ! kill -0 "$2" 2>/dev/null || ((SECONDS >= deadline)); then
+			echo "nothing bound on port $1" >&2
+			return 1
+		fi
+		sleep 0.05
+	done
+}
+
+# measure NAME PID PORT ROUND: one run, one line.
+measure() {
+	local name=$1 pid=$2 port=$3 r=$4 c0 c1 out msgs
+	c0=$(cpu_ticks "$pid")
+	out=$(taskset -c 1 "$TMP/udp_pingpong" 127.0.0.1 "$port" "$SIZE" "$SECONDS_PER_ROUND" "$LOST_MS")
+	c1=$(cpu_ticks "$pid")
+	msgs=$(awk '{print $2}' <<<"$out")
+	awk -v n="$name" -v r="$r" -v o="$out" -v m="$msgs" -v d="$SECONDS_PER_ROUND" \
+		-v c=$((c1 - c0)) -v t="$TCK" 'BEGIN {
+		printf "%-20s round %d  %s  server_cpu_us_per_msg %.2f\n",
+			n, r, o, c / t * 1e6 / (m * d) }'
+}
+
+NAMES=() SPIDS=() PORTS=()
+start() { # start NAME PORT CMD...: runs CMD pinned to CPU 0
+	local name=$1 port=$2; shift 2
+	taskset -c 0 "$@" &
+	PIDS+=($!)
+	NAMES+=("$name") SPIDS+=($!) PORTS+=("$port")
+	wait_bound "$port" $!
+}
+
+echo "# $(uname -r), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
+echo "# size $SIZE bytes, $ROUNDS rounds of $SECONDS_PER_ROUND s, lost after $LOST_MS ms," \
+	"server on CPU 0, load on CPU 1"
+
+# echod: one UDP worker (the server has one CPU), no rate limit for the bench.
+P=$(free_port)
+start echod "$P" "$ROOT/$B/echod" -l "127.0.0.1:$P" --udp --udp-rate 0 -m epoll -w 1 -q
+
+# socat, one session: the first peer's datagrams only (socat at its fastest).
+P=$(free_port)
+start "socat UDP-LISTEN" "$P" socat "UDP-LISTEN:$P,bind=127.0.0.1,reuseaddr" PIPE
+
+# socat as a server for any peer: a child process per datagram.
+P=$(free_port)
+start "socat RECVFROM,fork" "$P" socat "UDP-RECVFROM:$P,bind=127.0.0.1,reuseaddr,fork" PIPE
+
+# xinetd's built-in datagram echo.
+P=$(free_port)
+cat >"$TMP/xinetd.conf" <<CONF
+defaults
+{
+	log_type       = FILE /dev/null
+	log_on_success =
+	log_on_failure =
+	instances      = UNLIMITED
+	per_source     = UNLIMITED
+	cps            = 100000000 1
+}
+service echo
+{
+	type        = INTERNAL UNLISTED
+	id          = echo-dgram
+	socket_type = dgram
+	protocol    = udp
+	wait        = yes
+	user        = root
+	bind        = 127.0.0.1
+	port        = $P
+	flags       = NOLIBWRAP
+}
+CONF
+# xinetd finds its built-in by the service name (echo) and socket type.
+start "xinetd echo-dgram" "$P" xinetd -dontfork -filelog "$TMP/xinetd.log" \
+	-f "$TMP/xinetd.conf" -pidfile "$TMP/xinetd.pid"
+
+# Rounds interleaved, so the machine's noise falls on every server alike.
+for r in $(seq 1 "$ROUNDS"); do
+	for i in "${!NAMES[@]}"; do
+		measure "${NAMES[$i]}" "${SPIDS[$i]}" "${PORTS[$i]}" "$r"
+	done
+done

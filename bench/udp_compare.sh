@@ -3,15 +3,18 @@
 #
 # Stand-in until "echoc bench -u" exists: the load is bench/udp_pingpong.c,
 # one datagram in flight.  The server runs on CPU 0 and the load on CPU 1
-# (taskset); each server is measured ROUNDS times for SECONDS each, and its
-# CPU time (user + system, children included: socat forks) is read from
-# /proc before and after each round.  Everything binds 127.0.0.1 only, and
-# xinetd is told to log nowhere and to skip libwrap, so nothing resolves a
-# name.  Needs socat and xinetd; run as root (xinetd wants to be).
+# (taskset); each server is measured ROUNDS times for SECONDS each, rounds
+# interleaved so the machine's noise falls on every server alike, with a
+# fresh server each round.  The server's CPU time (user + system, children
+# included: socat forks) is read from /proc before and after each round.
+# Everything binds 127.0.0.1 only, and xinetd is told to log nowhere and to
+# skip libwrap, so nothing resolves a name.  Needs socat and xinetd; run as
+# root (xinetd wants to be).
 #
 # xinetd drains its socket after each reply (wait = yes), so it loses the
 # next datagram whenever that arrives in between: the "lost" column counts
-# them, each costing LOST_MS of waiting.
+# them, each costing LOST_MS of waiting; "late" counts the lost ones whose
+# echo came after all (a slow server, not a dropped datagram).
 #
 # usage: bench/udp_compare.sh [SIZE] [SECONDS] [ROUNDS] [LOST_MS]
 set -euo pipefail
@@ -72,8 +75,13 @@ wait_bound() {
 measure() {
 	local name=$1 pid=$2 port=$3 r=$4 c0 c1 out msgs
 	c0=$(cpu_ticks "$pid")
-	out=$(taskset -c 1 "$TMP/udp_pingpong" 127.0.0.1 "$port" "$SIZE" "$SECONDS_PER_ROUND" "$LOST_MS")
+	out=$(taskset -c 1 "$TMP/udp_pingpong" 127.0.0.1 "$port" "$SIZE" "$SECONDS_PER_ROUND" \
+		"$LOST_MS") || true
 	c1=$(cpu_ticks "$pid")
+	if [ -z "$out" ]; then
+		printf "%-20s round %d  no echo\n" "$name" "$r"
+		return
+	fi
 	msgs=$(awk '{print $2}' <<<"$out")
 	awk -v n="$name" -v r="$r" -v o="$out" -v m="$msgs" -v d="$SECONDS_PER_ROUND" \
 		-v c=$((c1 - c0)) -v t="$TCK" 'BEGIN {
@@ -81,34 +89,25 @@ measure() {
 			n, r, o, c / t * 1e6 / (m * d) }'
 }
 
-NAMES=() SPIDS=() PORTS=()
-start() { # start NAME PORT CMD...: runs CMD pinned to CPU 0
-	local name=$1 port=$2; shift 2
-	taskset -c 0 "$@" &
-	PIDS+=($!)
-	NAMES+=("$name") SPIDS+=($!) PORTS+=("$port")
-	wait_bound "$port" $!
+# run_one NAME ROUND CMD...: starts CMD (@PORT@ replaced by a free port)
+# pinned to CPU 0, measures one round, stops it.
+run_one() {
+	local name=$1 r=$2 port pid a args=()
+	shift 2
+	port=$(free_port)
+	for a in "$@"; do args+=("${a//@PORT@/$port}"); done
+	taskset -c 0 "${args[@]}" &
+	pid=$!
+	PIDS+=("$pid")
+	wait_bound "$port" "$pid"
+	measure "$name" "$pid" "$port" "$r"
+	kill "$pid"
+	wait "$pid" 2>/dev/null || true
 }
 
-echo "# $(uname -r), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
-echo "# size $SIZE bytes, $ROUNDS rounds of $SECONDS_PER_ROUND s, lost after $LOST_MS ms," \
-	"server on CPU 0, load on CPU 1"
-
-# echod: one UDP worker (the server has one CPU), no rate limit for the bench.
-P=$(free_port)
-start echod "$P" "$ROOT/$B/echod" -l "127.0.0.1:$P" --udp --udp-rate 0 -m epoll -w 1 -q
-
-# socat, one session: the first peer's datagrams only (socat at its fastest).
-P=$(free_port)
-start "socat UDP-LISTEN" "$P" socat "UDP-LISTEN:$P,bind=127.0.0.1,reuseaddr" PIPE
-
-# socat as a server for any peer: a child process per datagram.
-P=$(free_port)
-start "socat RECVFROM,fork" "$P" socat "UDP-RECVFROM:$P,bind=127.0.0.1,reuseaddr,fork" PIPE
-
-# xinetd's built-in datagram echo.
-P=$(free_port)
-cat >"$TMP/xinetd.conf" <<CONF
+# xinetd's built-in datagram echo; it finds the built-in by the service
+# name (echo) and the socket type.  The wrapper writes the port in first.
+cat >"$TMP/xinetd.conf.in" <<'CONF'
 defaults
 {
 	log_type       = FILE /dev/null
@@ -127,17 +126,28 @@ service echo
 	wait        = yes
 	user        = root
 	bind        = 127.0.0.1
-	port        = $P
+	port        = @PORT@
 	flags       = NOLIBWRAP
 }
 CONF
-# xinetd finds its built-in by the service name (echo) and socket type.
-start "xinetd echo-dgram" "$P" xinetd -dontfork -filelog "$TMP/xinetd.log" \
-	-f "$TMP/xinetd.conf" -pidfile "$TMP/xinetd.pid"
+cat >"$TMP/xinetd.sh" <<WRAPPER
+#!/bin/sh
+sed "s/@PORT@/\$1/" "$TMP/xinetd.conf.in" >"$TMP/xinetd.conf"
+exec xinetd -dontfork -filelog "$TMP/xinetd.log" -f "$TMP/xinetd.conf" -pidfile "$TMP/xinetd.pid"
+WRAPPER
+chmod +x "$TMP/xinetd.sh"
 
-# Rounds interleaved, so the machine's noise falls on every server alike.
+echo "# $(uname -r), $(nproc) CPUs,$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
+echo "# size $SIZE bytes, $ROUNDS rounds of $SECONDS_PER_ROUND s, lost after $LOST_MS ms," \
+	"server on CPU 0, load on CPU 1"
 for r in $(seq 1 "$ROUNDS"); do
-	for i in "${!NAMES[@]}"; do
-		measure "${NAMES[$i]}" "${SPIDS[$i]}" "${PORTS[$i]}" "$r"
-	done
+	# echod: one UDP worker (the server has one CPU), no rate limit for the bench.
+	run_one "echod" "$r" "$ROOT/$B/echod" -l "127.0.0.1:@PORT@" --udp --udp-rate 0 \
+		-m epoll -w 1 -q 2>/dev/null
+	# socat, one session: the first peer's datagrams only (socat at its fastest).
+	run_one "socat UDP-LISTEN" "$r" socat "UDP-LISTEN:@PORT@,bind=127.0.0.1,reuseaddr" PIPE
+	# socat as a server for any peer: a child process per datagram.
+	run_one "socat RECVFROM,fork" "$r" \
+		socat "UDP-RECVFROM:@PORT@,bind=127.0.0.1,reuseaddr,fork" PIPE
+	run_one "xinetd echo-dgram" "$r" "$TMP/xinetd.sh" "@PORT@"
 done

@@ -5,9 +5,10 @@
  * datagram of --size bytes, waits for its echo (checked byte for byte), and
  * sends the next: one message in flight, so messages/s is 1 / round trip.
  * Prints one line: messages/s, p50, p99, p99.9 and max latency in
- * microseconds (of the echoes that came back), and the count of lost or
- * wrong echoes: an echo later than LOST_MS (default 200) counts as lost, and
- * the next datagram goes out.
+ * microseconds (of the echoes that came back), and the count of lost
+ * datagrams: an echo later than LOST_MS (default 200) counts as lost, and
+ * the next datagram goes out; "late" counts the lost ones whose echo did
+ * arrive after all (a slow server, not a dropped datagram).
  *
  * usage: udp_pingpong HOST PORT SIZE SECONDS [LOST_MS]
  * Build: cc -O2 -o udp_pingpong udp_pingpong.c
@@ -60,6 +61,8 @@ static int connect_udp(const char *host, int port)
 	return fd;
 }
 
+static size_t late; /* echoes of datagrams already given up on */
+
 /* One round trip; returns its latency in ns, or 0 if the echo was lost or wrong. */
 static uint64_t round_trip(int fd, unsigned char *out, unsigned char *in, size_t size,
 			   uint32_t seq)
@@ -78,6 +81,8 @@ static uint64_t round_trip(int fd, unsigned char *out, unsigned char *in, size_t
 		n = recv(fd, in, 65536, 0);
 		if (n == (ssize_t)size && !memcmp(in, out, size))
 			return now_ns() - t0;
+		if (n == (ssize_t)size && size >= 4)
+			late++;
 		if (n < 0 && errno != EINTR)
 			return 0;
 	}
@@ -113,8 +118,8 @@ int main(int argc, char **argv)
 	if (!n)
 		return fprintf(stderr, "udp_pingpong: no echo at all\n"), 1;
 	qsort(lat, n, sizeof(*lat), cmp_u32);
-	printf("msgs/s %.0f p50_us %.1f p99_us %.1f p999_us %.1f max_us %.1f lost %zu\n",
+	printf("msgs/s %.0f p50_us %.1f p99_us %.1f p999_us %.1f max_us %.1f lost %zu late %zu\n",
 	       (double)n / ((double)t / 1e9), lat[n / 2] / 1e3, lat[n * 99 / 100] / 1e3,
-	       lat[n * 999 / 1000] / 1e3, lat[n - 1] / 1e3, lost);
+	       lat[n * 999 / 1000] / 1e3, lat[n - 1] / 1e3, lost, late);
 	return 0;
 }

@@ -289,7 +289,7 @@ static void log_drop(struct udp_loglimit *l, const struct sockaddr *sa, socklen_
 
 /* ---- The datagram path ---- */
 
-/* Points rx[i] at its buffers again: recvmmsg overwrote the lengths. */
+/* Points rx[i] at its buffers (again: recvmmsg overwrites the lengths). */
 static void reset_rx(struct udp_batch *b, int i)
 {
 	struct msghdr *h = &b->rx[i].msg_hdr;
@@ -438,16 +438,19 @@ static int serve_batch(struct udp_worker *w, int fd)
 {
 	int n, k;
 
-	for (int i = 0; i < UDP_BATCH; i++)
-		reset_rx(w->b, i);
 	do
 		n = recvmmsg(fd, w->b->rx, UDP_BATCH, MSG_DONTWAIT, NULL);
 	while (n < 0 && errno == EINTR);
-	if (n <= 0)
+	if (n <= 0) {
+		reset_rx(w->b, 0); /* in case a failed call left its mark */
 		return 0;
+	}
 	k = prepare_replies(w, n);
 	if (k)
 		send_replies(w, fd, k);
+	/* Only the slots that received were touched: a ping-pong resets one. */
+	for (int i = 0; i < n; i++)
+		reset_rx(w->b, i);
 	return n;
 }
 
@@ -588,6 +591,8 @@ static int worker_init(struct udp *u, int i)
 	w->pfd = calloc((size_t)(POLL_SOCKETS + u->naddrs), sizeof(*w->pfd));
 	if (!w->b || !w->pfd)
 		return -ENOMEM;
+	for (int j = 0; j < UDP_BATCH; j++)
+		reset_rx(w->b, j);
 	w->pfd[POLL_STOP] = (struct pollfd){.fd = u->srv->stop_fd, .events = POLLIN};
 	w->pfd[POLL_QUIT] = (struct pollfd){.fd = u->quit[0], .events = POLLIN};
 	for (int a = 0; a < u->naddrs; a++)

@@ -3,6 +3,10 @@
 #   make            build build/echod and build/echoc
 #   make run        build and start echod on its default address
 #   make check      install missing test dependencies (as root), build, run every test
+#                   (tests/check.sh: gcc and clang builds, unit tests, then the unit
+#                   and end-to-end tests under ASan+UBSan and TSan)
+#   make unit       build and run the cmocka unit tests (tests/unit/)
+#   make clang      build everything with clang too, in build-clang/
 #   make bench      run the benchmarks side by side (see bench/)
 #   make install    PREFIX=/usr/local DESTDIR=
 #
@@ -34,9 +38,14 @@ URING_LIBS  = -luring
 endif
 
 COMMON = net conn config log metrics
-ECHOD  = echod engine engine_iterative engine_threads engine_epoll privs udp $(COMMON)
-ECHOC  = echoc echoc_udp $(COMMON)
-UNIT   = conn net config udp
+ECHOD  = echod engine engine_iterative engine_threads engine_epoll engine_uring privs $(COMMON)
+ECHOC  = echoc $(COMMON)
+UNIT   = conn net config
+
+# UDP echo (src/udp.c) and echoc -u (src/echoc_udp.c).
+ECHOD += udp
+ECHOC += echoc_udp
+UNIT  += udp
 
 all: $(B)/echod $(B)/echoc
 
@@ -44,6 +53,9 @@ $(B)/echod: $(ECHOD:%=$(B)/%.o)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $^ -pthread $(URING_LIBS) -lm
 $(B)/echoc: $(ECHOC:%=$(B)/%.o)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $^ -pthread -lm
+# The benchmark's own load generator (bench/uring_vs_epoll.sh).
+$(B)/loadgen: bench/loadgen.c | $(B)
+	$(CC) $(ALL_CFLAGS) -o $@ $<
 $(B)/%.o: src/%.c | $(B)
 	$(CC) $(ALL_CFLAGS) -pthread -MMD -MP -c -o $@ $<
 $(B):
@@ -51,11 +63,20 @@ $(B):
 -include $(wildcard $(B)/*.d)
 
 # Unit tests (cmocka): one binary per module, tests/unit/test_<module>.c.
-$(B)/test_%: tests/unit/test_%.c $(COMMON:%=$(B)/%.o) | $(B)
-	$(CC) $(ALL_CFLAGS) -Isrc -MMD -MP -o $@ $< $(COMMON:%=$(B)/%.o) -lcmocka -pthread -lm
+# `make unit` builds and runs them all, and fails if any of them fails.
+UNIT_BINS = $(UNIT:%=$(B)/test_%)
 
-unit: $(UNIT:%=$(B)/test_%)
-	@for t in $^; do echo "== $$t"; $$t || exit 1; done
+$(B)/test_%: tests/unit/test_%.c $(COMMON:%=$(B)/%.o) | $(B)
+	$(CC) $(ALL_CFLAGS) -Isrc -pthread -MMD -MP -o $@ $< $(COMMON:%=$(B)/%.o) \
+		$(ALL_LDFLAGS) -lcmocka -pthread -lm
+
+unit: $(UNIT_BINS)
+	@rc=0; for t in $(UNIT_BINS); do echo "== $$t"; $$t || rc=1; done; exit $$rc
+
+# The same programs and unit tests built with clang, so -Werror holds on both
+# compilers.  The tree goes to $(B)-clang (build-clang by default).
+clang:
+	$(MAKE) CC=clang B=$(B)-clang all $(UNIT:%=$(B)-clang/test_%)
 
 run: all
 	$(B)/echod
@@ -77,4 +98,4 @@ format:
 clean:
 	rm -rf build build-*
 
-.PHONY: all unit run check bench install format clean
+.PHONY: all unit clang run check bench install format clean

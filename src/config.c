@@ -170,7 +170,9 @@ static void describe_bad_option(const struct opt *tab, size_t n, char **argv, in
 
 	if (val == ':' && o)
 		snprintf(err, errlen, "option --%s needs a value", o->name);
-	else if (optopt && !o)
+	else if (o) /* --once=yes */
+		snprintf(err, errlen, "option --%s takes no value", o->name);
+	else if (optopt)
 		snprintf(err, errlen, "unknown option -%c", optopt);
 	else
 		snprintf(err, errlen, "unknown option %s", argv[optind - 1]);

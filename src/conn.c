@@ -48,7 +48,8 @@ unsigned char *conn_detach(struct conn *c)
 
 bool conn_wants_read(const struct conn *c)
 {
-	return wants_input(c) && (c->write_shut || c->tail < c->cap || c->head > 0);
+	/* Room after moving unsent bytes down, or below the borrowed cap. */
+	return wants_input(c) && (c->write_shut || c->tail - c->head < c->cap);
 }
 
 size_t conn_rspace(struct conn *c, unsigned char **p)
@@ -81,6 +82,34 @@ void conn_received(struct conn *c, size_t n)
 	c->tail += n;
 	if (c->flags & CONN_ONCE)
 		c->got_chunk = true;
+}
+
+size_t conn_received_borrowed(struct conn *c, size_t n)
+{
+	size_t keep = n;
+
+	assert(!c->buf);
+	if (n == 0)
+		c->peer_eof = true;
+	if (n == 0 || c->write_shut || !wants_input(c))
+		return 0;
+	/*
+	 * The kernel read before we could say "enough": in once mode the
+	 * chunk is what fits the buffer and the rest goes the way of drained
+	 * input; in stream mode everything is echoed and the overshoot past
+	 * cap is bounded by one read.
+	 */
+	if ((c->flags & CONN_ONCE) && keep > c->cap)
+		keep = c->cap;
+	c->tail += keep;
+	if (c->flags & CONN_ONCE)
+		c->got_chunk = true;
+	return keep;
+}
+
+size_t conn_pending_bytes(const struct conn *c)
+{
+	return c->tail - c->head;
 }
 
 size_t conn_pending(const struct conn *c, const unsigned char **p)

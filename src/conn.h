@@ -66,6 +66,19 @@ size_t conn_rspace(struct conn *c, unsigned char **p);
 void conn_received(struct conn *c, size_t n);
 /* Bytes waiting to be echoed, at *p. */
 size_t conn_pending(const struct conn *c, const unsigned char **p);
+
+/*
+ * Borrowed buffers (io_uring provided buffer rings, where the kernel picks
+ * the buffer): the connection is started without one (buf NULL) and keeps
+ * only the count of bytes the engine holds for it; cap still bounds that
+ * count (conn_wants_read turns false).  n bytes arrived in a buffer the
+ * engine holds: returns how many of the first ones to echo, 0 to discard
+ * them all (draining, or once mode's chunk already taken).  n == 0 is the
+ * peer's EOF.  conn_sent, conn_wants_shutdown and conn_done work as usual.
+ */
+size_t conn_received_borrowed(struct conn *c, size_t n);
+/* How many bytes wait to be echoed; for borrowed and owned buffers alike. */
+size_t conn_pending_bytes(const struct conn *c);
 /* n of the pending bytes were sent. */
 void conn_sent(struct conn *c, size_t n);
 

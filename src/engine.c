@@ -21,13 +21,14 @@
 
 /* Preferred first, like ae.c's "ordered by performances, descending". */
 static const struct engine *const engines[] = {
+	&engine_uring,
 	&engine_epoll,
 	&engine_threads,
 	&engine_iterative,
 };
 
 /* How many of engines[] "auto" may choose from: the event-driven ones. */
-enum { AUTO_CANDIDATES = 1 };
+enum { AUTO_CANDIDATES = 2 };
 
 #define NENGINES (sizeof(engines) / sizeof(engines[0]))
 

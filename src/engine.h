@@ -53,6 +53,7 @@ struct engine {
 extern const struct engine engine_iterative;
 extern const struct engine engine_threads;
 extern const struct engine engine_epoll;
+extern const struct engine engine_uring;
 
 /*
  * Resolves --model.  "auto" takes the first usable engine in order of

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static void set_err(char *err, size_t errlen, const char *fmt, const char *what, int errnum)
@@ -125,7 +126,7 @@ int net_parse_addr(const char *s, uint16_t default_port, struct net_addr *a, cha
 		snprintf(err, errlen, "invalid port \"%s\" (0 to 65535)", port_at);
 		return -EINVAL;
 	}
-	if (!*a->host && !port_at && s[0]) {
+	if (!*a->host && !port_at) {
 		snprintf(err, errlen, "malformed address \"%s\"", s);
 		return -EINVAL;
 	}
@@ -214,12 +215,20 @@ static int listen_one(const struct sockaddr *sa, socklen_t salen, int type, int 
 	return fd;
 }
 
-/* True when something accepts connections on the unix socket at sun. */
+/*
+ * True when the file at sun is not a stale socket: something accepts
+ * connections on it, or it is not a socket at all (connect(2) on a regular
+ * file also fails with ECONNREFUSED, and such a file is never ours to remove).
+ */
 static bool unix_socket_alive(const struct sockaddr_un *sun, int type)
 {
-	int fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
+	struct stat st;
 	bool alive;
+	int fd;
 
+	if (lstat(sun->sun_path, &st) < 0 || !S_ISSOCK(st.st_mode))
+		return true;
+	fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return true;
 	alive = connect(fd, (const struct sockaddr *)sun, sizeof(*sun)) == 0 ||
@@ -275,6 +284,14 @@ static uint16_t bound_port(int fd)
 	return 0;
 }
 
+static void set_port(struct sockaddr *sa, uint16_t port)
+{
+	if (sa->sa_family == AF_INET)
+		((struct sockaddr_in *)sa)->sin_port = htons(port);
+	else if (sa->sa_family == AF_INET6)
+		((struct sockaddr_in6 *)sa)->sin6_port = htons(port);
+}
+
 static int listen_wildcard(const struct net_addr *a, int type, int backlog, int *fds, int max,
 			   char *err, size_t errlen)
 {
@@ -323,6 +340,9 @@ int net_listen(const struct net_addr *a, int type, int backlog, int *fds, int ma
 	if (rc < 0)
 		return rc;
 	for (ai = res; ai && n < max; ai = ai->ai_next) {
+		/* Port 0: every address of the name shares the first one's port. */
+		if (a->port == 0 && n > 0)
+			set_port(ai->ai_addr, bound_port(fds[0]));
 		fd = listen_one(ai->ai_addr, ai->ai_addrlen, type, backlog, err, errlen);
 		if (fd < 0) {
 			while (n > 0)

@@ -8,7 +8,8 @@ teardown, whatever happened.
 Environment:
   ECHOD_BIN, ECHOC_BIN  the binaries under test (default build/echod, build/echoc)
   ECHOD_MODELS          space-separated models to run the per-model tests on
-                        (default "iterative threads epoll")
+                        (default "iterative threads epoll uring"; uring is skipped
+                        with the server's own reason where it cannot run)
 """
 
 import os
@@ -24,7 +25,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ECHOD = os.environ.get("ECHOD_BIN", os.path.join(ROOT, "build", "echod"))
 ECHOC = os.environ.get("ECHOC_BIN", os.path.join(ROOT, "build", "echoc"))
-MODELS = os.environ.get("ECHOD_MODELS", "iterative threads epoll").split()
+MODELS = os.environ.get("ECHOD_MODELS", "iterative threads epoll uring").split()
 # Models that serve many connections at once (everything but iterative).
 CONCURRENT_MODELS = [m for m in MODELS if m != "iterative"]
 
@@ -381,3 +382,33 @@ def fill_until_blocked(sock, limit, stall=1.0, timeout=30.0, chunk=65536):
     finally:
         sock.setblocking(True)
     return accepted
+
+
+_uring_reason = []
+
+
+def uring_unavailable():
+    """None if echod can run the uring model here, else its one-line reason.
+
+    Asks the binary itself (its probe runs before it binds), once per session.
+    """
+    if not _uring_reason:
+        srv = Server(["-m", "uring", "-q", "-l", "127.0.0.1:0"])
+        try:
+            line = srv.read_stderr_line(START_TIMEOUT)  # "listening on" or the reason
+        finally:
+            srv.kill()
+        if line is None:
+            line = "echod -m uring printed nothing within the start timeout"
+        _uring_reason.append(None if "listening on" in line else line.strip())
+    return _uring_reason[0]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skips every test parametrized with the uring model when it cannot run here."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "uring" in params.values():
+            why = uring_unavailable()
+            if why:
+                item.add_marker(pytest.mark.skip(reason=f"uring unavailable: {why}"))

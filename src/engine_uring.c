@@ -1,0 +1,1042 @@
+/*
+ * engine_uring.c - io_uring: one ring per worker thread, completions only.
+ *
+ * Techniques: multishot accept on every listener; multishot receive into a
+ * provided buffer ring (the kernel picks the buffer); the echo is sent
+ * straight from the received buffer, which goes back to the ring when the
+ * send completes (a short send resends the rest); one
+ * io_uring_submit_and_wait_timeout() per loop, so a whole batch of sends,
+ * re-arms and buffer returns costs one system call.  The ring is set up
+ * with SINGLE_ISSUER|DEFER_TASKRUN (6.1), else COOP_TASKRUN (5.19), else
+ * plainly, falling back on -EINVAL.
+ *
+ * Needs: Linux 6.0 (multishot receive, provided buffer rings) and liburing
+ * 2.2 or later.  liburing 2.3 (Debian 12) has no io_uring_setup_buf_ring(),
+ * so setup_bufs() maps and registers the buffer ring by hand.  Built
+ * without liburing, the file compiles to a probe() that says so.
+ *
+ * The protocol (once mode, backpressure, half-close, lingering drain) is
+ * conn.c's, through its borrowed-buffer variant.  When the buffer ring runs
+ * dry the kernel ends a connection's receive with -ENOBUFS; the connection
+ * then waits, reading nothing, until buffers come back (starve_rearm()), so
+ * reads slow down and nothing is lost.
+ *
+ * --max-conns: multishot accept cannot be told "one more"; when a completed
+ * accept finds every slot taken, the socket is parked (not read) and the
+ * accepts are cancelled, so the rest stay in the backlog.  A freed slot
+ * serves the parked sockets first, then re-arms accept; other workers learn
+ * of it through their eventfd.
+ *
+ * Trade-off: the buffer ring is shared by a worker's connections.  A peer
+ * that never reads pins up to --buffer bytes of it (plus one read); enough
+ * such peers starve the others' reads until they go (idle timeout).
+ *
+ * Test-only: ECHOD_URING_BUFS=N (a power of two) sets the number of
+ * provided buffers per worker, so tests can make the ring run dry.
+ */
+#include "engine.h"
+
+#ifdef HAVE_LIBURING
+
+#include "clock.h"
+#include "conn.h"
+#include "log.h"
+
+#include <errno.h>
+#include <liburing.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+/*
+ * user_data layout, 64 bits:
+ *   bits  0..7   enum op: what completed
+ *   bits  8..31  generation of a connection's receive (RECV only), so a
+ *                cancel can never hit a receive armed after it
+ *   bits 32..63  index: connection table slot (RECV, SEND) or listener (ACCEPT)
+ */
+enum op {
+	OP_ACCEPT,
+	OP_RECV,
+	OP_SEND,
+	OP_STOP, /* poll on srv->stop_fd */
+	OP_WAKE, /* poll on this worker's eventfd: a --max-conns slot freed */
+	OP_CANCEL,
+};
+
+#define UD(op, gen, idx) ((uint64_t)(op) | (uint64_t)((gen)&0xffffff) << 8 | (uint64_t)(idx) << 32)
+#define UD_OP(ud)	 ((enum op)((ud)&0xff))
+#define UD_GEN(ud)	 ((uint32_t)((ud) >> 8) & 0xffffff)
+#define UD_IDX(ud)	 ((uint32_t)((ud) >> 32))
+
+#define RING_ENTRIES   1024
+#define CQ_ENTRIES     (8 * RING_ENTRIES) /* multishot posts many per SQE */
+#define BUF_GROUP      0
+#define STREAM_BUF_MAX 4096 /* a page per read is plenty for an echo */
+#define BUFS_DEFAULT   1024
+#define BUFS_BYTES_MAX (64u << 20) /* per worker */
+#define SCAN_MS	       50	   /* timer granularity: idle, drain, grace, pauses */
+#define EXIT_SLACK_MS  1000	   /* after the grace: wait this long for cancels */
+#define NOBUF	       (-1)
+
+struct uconn {
+	struct conn c;
+	int fd;
+	bool in_use;
+	bool recv_armed, recv_cancel;
+	bool send_busy;
+	bool starved; /* receive ended with -ENOBUFS: waits for buffers */
+	bool closing;
+	bool broken; /* reset, or a send failed */
+	uint32_t rgen;
+	int32_t qhead, qtail;	 /* held buffers in echo order, linked by bnext */
+	uint64_t last_ms;	 /* last progress, for --idle-timeout */
+	uint64_t drain_deadline; /* 0: not draining */
+	uint32_t next_free;
+};
+
+struct uring_shared {
+	struct server *srv;
+	int *wake_fds; /* one eventfd per worker */
+	/* Start-up rendezvous: nobody serves unless every worker set up. */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int nready, nstarted;
+	bool failed, go;
+};
+
+struct worker {
+	struct io_uring ring;
+	struct server *srv;
+	struct uring_shared *sh;
+	struct metrics_worker *m;
+	int id;
+	int wake_fd;
+	uint64_t wake_buf;
+
+	struct io_uring_buf_ring *br;
+	size_t br_bytes;
+	unsigned char *bufs;
+	uint32_t nbufs, buf_bytes;
+	int32_t *bnext; /* per buffer id: next in its connection's queue */
+	uint32_t *boff, *blen;
+	int br_add;	/* buffers returned since the last advance */
+	bool ran_dry;	/* logged once, at debug level */
+	uint32_t nfree; /* buffers the kernel may use */
+
+	struct uconn *conns;
+	uint32_t nconns_cap, free_head, live, nstarved, ndraining, scan_from;
+
+	bool *acc_armed;
+	int *parked; /* accepted while every slot was taken */
+	int nparked, parked_cap;
+	bool full;
+	uint64_t pause_until;
+	bool stopping;
+	uint64_t now; /* ms, read once per batch */
+	uint64_t grace_deadline, next_scan;
+};
+
+static int probe_flags(struct io_uring *ring, unsigned entries, unsigned cq_entries)
+{
+	static const unsigned try_flags[] = {
+		IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+		IORING_SETUP_COOP_TASKRUN,
+		0,
+	};
+	int rc = -EINVAL;
+
+	for (size_t i = 0; i < sizeof(try_flags) / sizeof(try_flags[0]); i++) {
+		struct io_uring_params p = {.flags = try_flags[i]};
+
+		if (cq_entries) {
+			p.flags |= IORING_SETUP_CQSIZE;
+			p.cq_entries = cq_entries;
+		}
+		rc = io_uring_queue_init_params(entries, ring, &p);
+		if (rc != -EINVAL)
+			return rc;
+	}
+	return rc;
+}
+
+/* Maps and registers a buffer ring of n entries; liburing 2.4 has this as a helper. */
+static struct io_uring_buf_ring *map_buf_ring(struct io_uring *ring, uint32_t n, size_t *bytes,
+					      int *err)
+{
+	struct io_uring_buf_reg reg = {.ring_entries = n, .bgid = BUF_GROUP};
+	void *p;
+
+	*bytes = (size_t)n * sizeof(struct io_uring_buf);
+	p = mmap(NULL, *bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+	if (p == MAP_FAILED) {
+		*err = -errno;
+		return NULL;
+	}
+	reg.ring_addr = (uint64_t)(uintptr_t)p;
+	*err = io_uring_register_buf_ring(ring, &reg, 0);
+	if (*err < 0) {
+		munmap(p, *bytes);
+		return NULL;
+	}
+	io_uring_buf_ring_init(p);
+	return p;
+}
+
+static void reason(char *why, size_t whylen, const char *step, int err)
+{
+	const char *hint = "";
+
+	if (err == -EPERM || err == -EACCES)
+		hint = " (kernel.io_uring_disabled or a seccomp filter)";
+	else if (err == -ENOSYS)
+		hint = " (kernel built without io_uring, or a seccomp filter)";
+	else if (err == -EINVAL && !strcmp(step, "io_uring_register_buf_ring"))
+		hint = " (kernel older than 5.19)";
+	snprintf(why, whylen, "%s: %s%s", step, strerror(-err), hint);
+}
+
+/* Sets a ring up the way a worker would, and tears it down. */
+static int probe(char *why, size_t whylen)
+{
+	struct io_uring ring;
+	struct io_uring_buf_ring *br;
+	size_t bytes;
+	int rc = probe_flags(&ring, 8, 0);
+
+	if (rc < 0) {
+		reason(why, whylen, "io_uring_queue_init_params", rc);
+		return rc;
+	}
+	br = map_buf_ring(&ring, 8, &bytes, &rc);
+	if (br)
+		munmap(br, bytes);
+	io_uring_queue_exit(&ring);
+	if (rc < 0)
+		reason(why, whylen, "io_uring_register_buf_ring", rc);
+	return rc < 0 ? rc : 0;
+}
+
+/* An SQE, submitting what is queued first if the ring is full. */
+static struct io_uring_sqe *get_sqe(struct worker *w)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+
+	while (!sqe) {
+		io_uring_submit(&w->ring);
+		sqe = io_uring_get_sqe(&w->ring);
+	}
+	return sqe;
+}
+
+static unsigned char *buf_at(struct worker *w, int32_t bid)
+{
+	return w->bufs + (size_t)bid * w->buf_bytes;
+}
+
+/* Gives buffer bid back to the kernel; visible at the next flush_bufs(). */
+static void recycle(struct worker *w, int32_t bid)
+{
+	io_uring_buf_ring_add(w->br, buf_at(w, bid), w->buf_bytes, (unsigned short)bid,
+			      io_uring_buf_ring_mask(w->nbufs), w->br_add++);
+	w->nfree++;
+}
+
+static void flush_bufs(struct worker *w)
+{
+	if (w->br_add) {
+		io_uring_buf_ring_advance(w->br, w->br_add);
+		w->br_add = 0;
+	}
+}
+
+/* How many provided buffers: the test-only ECHOD_URING_BUFS, else a default. */
+static uint32_t buf_count(uint32_t buf_bytes)
+{
+	const char *env = getenv("ECHOD_URING_BUFS");
+	uint32_t n = BUFS_DEFAULT;
+
+	if (env && atoi(env) > 0 && atoi(env) <= 32768)
+		n = (uint32_t)atoi(env);
+	while (n > 8 && (uint64_t)n * buf_bytes > BUFS_BYTES_MAX)
+		n /= 2;
+	while (n & (n - 1)) /* the ring wants a power of two */
+		n &= n - 1;
+	return n;
+}
+
+static int setup_bufs(struct worker *w)
+{
+	const struct config *cfg = w->srv->cfg;
+	int rc;
+
+	/* Once mode's chunk is "up to --buffer bytes": one read, one buffer. */
+	w->buf_bytes = (uint32_t)cfg->buffer_bytes;
+	if (!cfg->once && w->buf_bytes > STREAM_BUF_MAX)
+		w->buf_bytes = STREAM_BUF_MAX;
+	w->nbufs = buf_count(w->buf_bytes);
+	w->bufs = malloc((size_t)w->nbufs * w->buf_bytes);
+	w->bnext = calloc(w->nbufs, sizeof(*w->bnext));
+	w->boff = calloc(w->nbufs, sizeof(*w->boff));
+	w->blen = calloc(w->nbufs, sizeof(*w->blen));
+	if (!w->bufs || !w->bnext || !w->boff || !w->blen)
+		return -ENOMEM;
+	w->br = map_buf_ring(&w->ring, w->nbufs, &w->br_bytes, &rc);
+	if (!w->br)
+		return rc;
+	for (uint32_t i = 0; i < w->nbufs; i++)
+		recycle(w, (int32_t)i);
+	flush_bufs(w);
+	return 0;
+}
+
+static struct uconn *conn_at(struct worker *w, uint32_t idx)
+{
+	return &w->conns[idx];
+}
+
+/* A free slot in the connection table, growing it; UINT32_MAX if out of memory. */
+static uint32_t alloc_slot(struct worker *w)
+{
+	uint32_t idx, n = w->nconns_cap ? 2 * w->nconns_cap : 64;
+	struct uconn *t;
+
+	if (w->free_head == UINT32_MAX) {
+		t = realloc(w->conns, n * sizeof(*t));
+		if (!t)
+			return UINT32_MAX;
+		memset(t + w->nconns_cap, 0, (n - w->nconns_cap) * sizeof(*t));
+		for (uint32_t i = n; i-- > w->nconns_cap;) {
+			t[i].next_free = w->free_head;
+			w->free_head = i;
+		}
+		w->conns = t;
+		w->nconns_cap = n;
+	}
+	idx = w->free_head;
+	w->free_head = w->conns[idx].next_free;
+	return idx;
+}
+
+static void arm_recv(struct worker *w, uint32_t idx)
+{
+	struct uconn *u = conn_at(w, idx);
+	struct io_uring_sqe *sqe = get_sqe(w);
+
+	io_uring_prep_recv_multishot(sqe, u->fd, NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = BUF_GROUP;
+	u->rgen++;
+	io_uring_sqe_set_data64(sqe, UD(OP_RECV, u->rgen, idx));
+	u->recv_armed = true;
+	u->recv_cancel = false;
+}
+
+static void cancel(struct worker *w, uint64_t ud)
+{
+	struct io_uring_sqe *sqe = get_sqe(w);
+
+	io_uring_prep_cancel64(sqe, ud, 0);
+	io_uring_sqe_set_data64(sqe, UD(OP_CANCEL, 0, 0));
+}
+
+static void cancel_recv(struct worker *w, uint32_t idx)
+{
+	struct uconn *u = conn_at(w, idx);
+
+	if (u->recv_armed && !u->recv_cancel) {
+		cancel(w, UD(OP_RECV, u->rgen, idx));
+		u->recv_cancel = true;
+	}
+}
+
+/* Sends the head of the queue (what a short send left of it). */
+static void send_head(struct worker *w, uint32_t idx)
+{
+	struct uconn *u = conn_at(w, idx);
+	struct io_uring_sqe *sqe = get_sqe(w);
+	int32_t bid = u->qhead;
+
+	io_uring_prep_send(sqe, u->fd, buf_at(w, bid) + w->boff[bid], w->blen[bid], MSG_NOSIGNAL);
+	io_uring_sqe_set_data64(sqe, UD(OP_SEND, 0, idx));
+	u->send_busy = true;
+}
+
+/*
+ * Queues len bytes of buffer bid for the echo.  Small reads that arrive
+ * while a send is busy are copied into the last queued buffer when they fit,
+ * so a connection holds a few buffers, not one per read.
+ */
+static void enqueue(struct worker *w, struct uconn *u, int32_t bid, uint32_t len)
+{
+	int32_t last = u->qtail;
+
+	if (last != NOBUF && !(u->send_busy && last == u->qhead) &&
+	    w->boff[last] + w->blen[last] + len <= w->buf_bytes) {
+		memcpy(buf_at(w, last) + w->boff[last] + w->blen[last], buf_at(w, bid), len);
+		w->blen[last] += len;
+		recycle(w, bid);
+		return;
+	}
+	w->boff[bid] = 0;
+	w->blen[bid] = len;
+	w->bnext[bid] = NOBUF;
+	if (last == NOBUF)
+		u->qhead = bid;
+	else
+		w->bnext[last] = bid;
+	u->qtail = bid;
+}
+
+static void dequeue(struct worker *w, struct uconn *u)
+{
+	int32_t bid = u->qhead;
+
+	u->qhead = w->bnext[bid];
+	if (u->qhead == NOBUF)
+		u->qtail = NOBUF;
+	recycle(w, bid);
+}
+
+/* Tells every worker that a --max-conns slot freed. */
+static void wake_all(struct worker *w)
+{
+	uint64_t one = 1;
+
+	for (int i = 0; i < w->srv->workers; i++)
+		if (write(w->sh->wake_fds[i], &one, sizeof(one)) < 0)
+			log_debug("wake: %s", strerror(errno));
+}
+
+/* Frees the slot once no operation refers to it any more. */
+static void maybe_free(struct worker *w, uint32_t idx)
+{
+	struct uconn *u = conn_at(w, idx);
+
+	if (u->recv_armed || u->send_busy)
+		return;
+	while (u->qhead != NOBUF)
+		dequeue(w, u);
+	close(u->fd);
+	if (u->starved)
+		w->nstarved--;
+	if (u->drain_deadline)
+		w->ndraining--;
+	u->in_use = false;
+	u->next_free = w->free_head;
+	w->free_head = idx;
+	w->live--;
+	metrics_add(w->m, METRICS_CLOSED, 1);
+	if (server_release_slot(w->srv))
+		wake_all(w);
+}
+
+/* Closes a connection: cancels what is in flight, frees the slot when it lands. */
+static void start_close(struct worker *w, uint32_t idx)
+{
+	struct uconn *u = conn_at(w, idx);
+
+	if (u->closing)
+		return;
+	u->closing = true;
+	cancel_recv(w, idx);
+	if (u->send_busy)
+		cancel(w, UD(OP_SEND, 0, idx));
+	maybe_free(w, idx);
+}
+
+/* Shuts the write side when conn.c says the echo is complete. */
+static void maybe_shutdown(struct worker *w, struct uconn *u)
+{
+	if (!conn_wants_shutdown(&u->c))
+		return;
+	shutdown(u->fd, SHUT_WR);
+	conn_shutdown(&u->c);
+	if (conn_draining(&u->c)) {
+		u->drain_deadline = w->now + CONN_DRAIN_MS;
+		w->ndraining++;
+	}
+}
+
+/* Does what the connection's state asks for next: send, shut, read, close. */
+static void advance(struct worker *w, uint32_t idx)
+{
+	struct uconn *u = conn_at(w, idx);
+	bool want;
+
+	if (u->closing) {
+		maybe_free(w, idx);
+		return;
+	}
+	if (u->broken) {
+		metrics_add(w->m, METRICS_CONN_ERRORS, 1);
+		start_close(w, idx);
+		return;
+	}
+	if (!u->send_busy && u->qhead != NOBUF)
+		send_head(w, idx);
+	maybe_shutdown(w, u);
+	if (conn_done(&u->c)) {
+		start_close(w, idx);
+		return;
+	}
+	want = conn_wants_read(&u->c);
+	if (want && !u->recv_armed && !u->starved)
+		arm_recv(w, idx);
+	else if (!want)
+		cancel_recv(w, idx);
+}
+
+static void starve(struct worker *w, struct uconn *u)
+{
+	if (!w->ran_dry) {
+		w->ran_dry = true;
+		log_debug("worker %d: buffer ring ran dry; reads wait for buffers", w->id);
+	}
+	if (!u->starved) {
+		u->starved = true;
+		w->nstarved++;
+	}
+}
+
+static void on_recv(struct worker *w, struct io_uring_cqe *cqe)
+{
+	uint32_t idx = UD_IDX(cqe->user_data);
+	struct uconn *u = conn_at(w, idx);
+	bool current = UD_GEN(cqe->user_data) == (u->rgen & 0xffffff);
+	int32_t bid = NOBUF;
+
+	if (current && !(cqe->flags & IORING_CQE_F_MORE))
+		u->recv_armed = false;
+	if (cqe->flags & IORING_CQE_F_BUFFER) {
+		bid = (int32_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+		w->nfree--;
+	}
+	if (cqe->res > 0) {
+		size_t keep = conn_received_borrowed(&u->c, (size_t)cqe->res);
+
+		if (keep && !u->closing)
+			enqueue(w, u, bid, (uint32_t)keep);
+		else
+			recycle(w, bid);
+		metrics_add(w->m, METRICS_BYTES_IN, (unsigned long)cqe->res);
+		u->last_ms = w->now;
+	} else if (bid != NOBUF) {
+		recycle(w, bid); /* a buffer with nothing in it */
+	}
+	if (cqe->res == 0) {
+		conn_received_borrowed(&u->c, 0);
+	} else if (cqe->res == -ENOBUFS) {
+		starve(w, u);
+	} else if (cqe->res < 0 && cqe->res != -ECANCELED) {
+		u->broken = true;
+	}
+	advance(w, idx);
+}
+
+static void on_send(struct worker *w, struct io_uring_cqe *cqe)
+{
+	uint32_t idx = UD_IDX(cqe->user_data);
+	struct uconn *u = conn_at(w, idx);
+	int32_t bid = u->qhead;
+
+	u->send_busy = false;
+	if (cqe->res < 0) {
+		if (!u->closing)
+			u->broken = true;
+	} else {
+		conn_sent(&u->c, (size_t)cqe->res);
+		metrics_add(w->m, METRICS_BYTES_OUT, (unsigned long)cqe->res);
+		w->boff[bid] += (uint32_t)cqe->res;
+		w->blen[bid] -= (uint32_t)cqe->res;
+		if (w->blen[bid] == 0)
+			dequeue(w, u);
+		u->last_ms = w->now;
+	}
+	advance(w, idx);
+}
+
+/* Starts serving an accepted socket, which holds a --max-conns slot. */
+static void add_conn(struct worker *w, int fd)
+{
+	uint32_t idx = alloc_slot(w);
+	struct uconn *u;
+	char peer[NET_NAMELEN];
+	int one = 1;
+
+	if (idx == UINT32_MAX) {
+		/* Shed load: this one connection is refused, the server goes on. */
+		close(fd);
+		server_release_slot(w->srv);
+		return;
+	}
+	/* As net_accept() does: an echo is written the moment it is read. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	u = conn_at(w, idx);
+	memset(u, 0, sizeof(*u));
+	conn_init(&u->c, NULL, (size_t)w->srv->cfg->buffer_bytes, server_conn_flags(w->srv));
+	u->fd = fd;
+	u->in_use = true;
+	u->qhead = u->qtail = NOBUF;
+	u->last_ms = w->now;
+	w->live++;
+	metrics_add(w->m, METRICS_ACCEPTED, 1);
+	if (log_enabled(LOGL_DEBUG)) {
+		net_format_peer(fd, peer, sizeof(peer));
+		log_debug("connection from %s", peer);
+	}
+	advance(w, idx);
+}
+
+static void arm_accepts(struct worker *w)
+{
+	if (w->stopping || w->full || w->now < w->pause_until)
+		return;
+	for (int i = 0; i < w->srv->nlisteners; i++) {
+		struct io_uring_sqe *sqe;
+
+		if (w->acc_armed[i] || w->srv->listeners[i].type != SOCK_STREAM)
+			continue;
+		sqe = get_sqe(w);
+		io_uring_prep_multishot_accept(sqe, w->srv->listeners[i].fd, NULL, NULL,
+					       SOCK_CLOEXEC);
+		io_uring_sqe_set_data64(sqe, UD(OP_ACCEPT, 0, i));
+		w->acc_armed[i] = true;
+	}
+}
+
+static void cancel_accepts(struct worker *w)
+{
+	for (int i = 0; i < w->srv->nlisteners; i++)
+		if (w->acc_armed[i])
+			cancel(w, UD(OP_ACCEPT, 0, i));
+}
+
+/* Every slot is taken: keep fd unread and stop accepting until one frees. */
+static void park(struct worker *w, int fd)
+{
+	if (w->nparked == w->parked_cap) {
+		int n = w->parked_cap ? 2 * w->parked_cap : 8;
+		int *p = realloc(w->parked, (size_t)n * sizeof(*p));
+
+		if (!p) {
+			close(fd);
+			return;
+		}
+		w->parked = p;
+		w->parked_cap = n;
+	}
+	w->parked[w->nparked++] = fd;
+	if (!w->full) {
+		w->full = true;
+		cancel_accepts(w);
+	}
+}
+
+/* Serves parked sockets while slots allow, then accepts again. */
+static void unpark(struct worker *w)
+{
+	int i = 0;
+
+	while (i < w->nparked && server_take_slot(w->srv))
+		add_conn(w, w->parked[i++]);
+	memmove(w->parked, w->parked + i, (size_t)(w->nparked - i) * sizeof(*w->parked));
+	w->nparked -= i;
+	if (w->nparked == 0) {
+		w->full = false;
+		arm_accepts(w);
+	}
+}
+
+static void on_accept(struct worker *w, struct io_uring_cqe *cqe)
+{
+	uint32_t i = UD_IDX(cqe->user_data);
+	int fd = cqe->res;
+
+	if (!(cqe->flags & IORING_CQE_F_MORE))
+		w->acc_armed[i] = false;
+	if (fd >= 0) {
+		if (w->stopping)
+			close(fd);
+		else if (w->full || !server_take_slot(w->srv))
+			park(w, fd);
+		else
+			add_conn(w, fd);
+	} else if (fd != -ECANCELED && fd != -ECONNABORTED && fd != -EINTR) {
+		/*
+		 * Out of descriptors, or an error that would recur at once:
+		 * leave the backlog be for a while rather than spin.
+		 */
+		if (net_accept_error_is_resource(fd)) {
+			metrics_add(w->m, METRICS_ACCEPT_PAUSES, 1);
+			engine_log_accept_error(fd);
+		} else {
+			log_warn("accept on %s: %s", w->srv->listeners[i].name, strerror(-fd));
+		}
+		w->pause_until = w->now + ENGINE_ACCEPT_PAUSE_MS;
+		if (w->acc_armed[i])
+			cancel(w, UD(OP_ACCEPT, 0, i));
+	}
+	arm_accepts(w);
+}
+
+static void arm_poll(struct worker *w, int fd, enum op op)
+{
+	struct io_uring_sqe *sqe = get_sqe(w);
+
+	io_uring_prep_poll_add(sqe, fd, POLLIN);
+	io_uring_sqe_set_data64(sqe, UD(op, 0, 0));
+}
+
+/* Waits for a wake-up: a read of the (blocking) eventfd through the ring. */
+static void arm_wake(struct worker *w)
+{
+	struct io_uring_sqe *sqe = get_sqe(w);
+
+	io_uring_prep_read(sqe, w->wake_fd, &w->wake_buf, sizeof(w->wake_buf), 0);
+	io_uring_sqe_set_data64(sqe, UD(OP_WAKE, 0, 0));
+}
+
+static void on_wake(struct worker *w, int res)
+{
+	if (res < 0) {
+		/* Not re-armed: while full, scan() then looks for a freed slot. */
+		log_warn("wake-up eventfd: %s", strerror(-res));
+		return;
+	}
+	arm_wake(w);
+	if (w->full)
+		unpark(w);
+}
+
+static void on_stop(struct worker *w)
+{
+	w->stopping = true;
+	w->grace_deadline = w->now + (uint64_t)w->srv->cfg->grace_ms;
+	cancel_accepts(w);
+	for (int i = 0; i < w->nparked; i++)
+		close(w->parked[i]);
+	w->nparked = 0;
+}
+
+static void handle(struct worker *w, struct io_uring_cqe *cqe)
+{
+	switch (UD_OP(cqe->user_data)) {
+	case OP_ACCEPT:
+		on_accept(w, cqe);
+		break;
+	case OP_RECV:
+		on_recv(w, cqe);
+		break;
+	case OP_SEND:
+		on_send(w, cqe);
+		break;
+	case OP_STOP:
+		on_stop(w);
+		break;
+	case OP_WAKE:
+		on_wake(w, cqe->res);
+		break;
+	case OP_CANCEL:
+		break;
+	}
+}
+
+/* Re-arms receives of starved connections while buffers are free, fairly. */
+static void starve_rearm(struct worker *w)
+{
+	uint32_t budget = w->nfree, n = w->nconns_cap;
+
+	for (uint32_t k = 0; k < n && w->nstarved && budget; k++) {
+		uint32_t idx = (w->scan_from + k) % n;
+		struct uconn *u = conn_at(w, idx);
+
+		if (!u->in_use || !u->starved)
+			continue;
+		u->starved = false;
+		w->nstarved--;
+		budget--;
+		w->scan_from = idx + 1;
+		advance(w, idx);
+	}
+}
+
+/* Applies the deadlines (idle, drain, grace) and retries what waits: starved reads, accepts. */
+static void scan(struct worker *w)
+{
+	long idle_ms = w->srv->cfg->idle_timeout_ms;
+	uint64_t now = w->now;
+	bool grace_over = w->stopping && now >= w->grace_deadline;
+
+	for (uint32_t idx = 0; idx < w->nconns_cap; idx++) {
+		struct uconn *u = conn_at(w, idx);
+
+		if (!u->in_use || u->closing)
+			continue;
+		if (idle_ms && !u->drain_deadline && now - u->last_ms >= (uint64_t)idle_ms) {
+			metrics_add(w->m, METRICS_IDLE_TIMEOUTS, 1);
+			start_close(w, idx);
+		} else if ((u->drain_deadline && now >= u->drain_deadline) || grace_over) {
+			start_close(w, idx);
+		}
+	}
+	if (w->nstarved)
+		starve_rearm(w);
+	if (w->pause_until && now >= w->pause_until)
+		w->pause_until = 0;
+	if (w->full && !w->stopping)
+		unpark(w); /* in case a wake-up was missed */
+	arm_accepts(w);
+}
+
+static bool needs_timer(const struct worker *w)
+{
+	return (w->srv->cfg->idle_timeout_ms && w->live) || w->ndraining || w->stopping ||
+	       w->nstarved || w->pause_until || w->full;
+}
+
+/* One batch: submit everything queued, wait for completions, handle them all. */
+static int run_batch(struct worker *w)
+{
+	struct __kernel_timespec ts = {.tv_nsec = SCAN_MS * 1000000L};
+	struct io_uring_cqe *cqe;
+	unsigned head, n = 0;
+	int rc;
+
+	flush_bufs(w);
+	rc = io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, needs_timer(w) ? &ts : NULL, NULL);
+	if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY)
+		return rc;
+	w->now = clock_now_ms();
+	io_uring_for_each_cqe(&w->ring, head, cqe)
+	{
+		handle(w, cqe);
+		n++;
+	}
+	io_uring_cq_advance(&w->ring, n);
+	if (w->nstarved && w->nfree)
+		starve_rearm(w);
+	if (needs_timer(w) && w->now >= w->next_scan) {
+		scan(w);
+		w->next_scan = w->now + SCAN_MS;
+	}
+	return 0;
+}
+
+static int loop(struct worker *w)
+{
+	uint64_t hard_stop = 0;
+	int rc;
+
+	w->now = clock_now_ms();
+	arm_poll(w, w->srv->stop_fd, OP_STOP);
+	arm_wake(w);
+	arm_accepts(w);
+	for (;;) {
+		rc = run_batch(w);
+		if (rc < 0)
+			return rc;
+		if (!w->stopping)
+			continue;
+		if (!hard_stop)
+			hard_stop = w->grace_deadline + EXIT_SLACK_MS;
+		if (w->live == 0 || w->now >= hard_stop)
+			return 0;
+	}
+}
+
+/*
+ * Frees what the worker holds.  With connections still live (a stop whose
+ * cancels did not land in time) the kernel may yet write into the buffers
+ * while the ring is torn down, so those are left to the exiting process.
+ */
+static void worker_free(struct worker *w)
+{
+	bool quiet = w->live == 0;
+
+	for (uint32_t i = 0; i < w->nconns_cap; i++)
+		if (w->conns[i].in_use)
+			close(w->conns[i].fd);
+	for (int i = 0; i < w->nparked; i++)
+		close(w->parked[i]);
+	if (w->br)
+		io_uring_unregister_buf_ring(&w->ring, BUF_GROUP);
+	io_uring_queue_exit(&w->ring);
+	if (quiet) {
+		if (w->br)
+			munmap(w->br, w->br_bytes);
+		free(w->bufs);
+	}
+	free(w->bnext);
+	free(w->boff);
+	free(w->blen);
+	free(w->conns);
+	free(w->parked);
+	free(w->acc_armed);
+}
+
+/* Sets up this thread's ring and buffers; a ring is used by its creator only. */
+static int worker_setup(struct worker *w)
+{
+	int rc = probe_flags(&w->ring, RING_ENTRIES, CQ_ENTRIES);
+
+	if (rc < 0) {
+		log_error("worker %d: io_uring_queue_init_params: %s", w->id, strerror(-rc));
+		return rc;
+	}
+	w->free_head = UINT32_MAX;
+	w->acc_armed = calloc((size_t)w->srv->nlisteners, sizeof(*w->acc_armed));
+	rc = w->acc_armed ? setup_bufs(w) : -ENOMEM;
+	if (rc < 0) {
+		log_error("worker %d: buffer ring: %s", w->id, strerror(-rc));
+		worker_free(w);
+	}
+	return rc;
+}
+
+/*
+ * Reports this worker's set-up and waits for the others.  Returns true when
+ * every worker is ready to serve; false, after a failure anywhere, for all.
+ */
+static bool rendezvous(struct uring_shared *sh, bool ok, bool is_main)
+{
+	bool go;
+
+	pthread_mutex_lock(&sh->mu);
+	sh->nready++;
+	sh->failed |= !ok;
+	if (is_main) {
+		while (sh->nready < sh->nstarted)
+			pthread_cond_wait(&sh->cv, &sh->mu);
+		sh->go = true;
+		pthread_cond_broadcast(&sh->cv);
+	} else {
+		pthread_cond_signal(&sh->cv);
+		while (!sh->go)
+			pthread_cond_wait(&sh->cv, &sh->mu);
+	}
+	go = !sh->failed;
+	pthread_mutex_unlock(&sh->mu);
+	return go;
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	int rc = worker_setup(w);
+	bool is_main = w->id == 0;
+
+	if (!rendezvous(w->sh, rc == 0, is_main)) {
+		if (rc == 0)
+			worker_free(w); /* another worker failed: nobody serves */
+		return (void *)(intptr_t)(rc < 0 ? rc : -EAGAIN);
+	}
+	rc = loop(w);
+	worker_free(w);
+	return (void *)(intptr_t)rc;
+}
+
+/* Starts workers 1..n-1; returns how many workers run, counting this thread. */
+static int start_workers(struct uring_shared *sh, struct worker *ws, pthread_t *tids, int n)
+{
+	int i;
+
+	for (i = 0; i < n; i++) {
+		ws[i] = (struct worker){.srv = sh->srv,
+					.sh = sh,
+					.m = &sh->srv->metrics.w[i],
+					.id = i,
+					.wake_fd = sh->wake_fds[i]};
+		if (i > 0 && pthread_create(&tids[i], NULL, worker_main, &ws[i]) != 0)
+			break;
+	}
+	pthread_mutex_lock(&sh->mu);
+	sh->nstarted = i;
+	sh->failed |= i < n;
+	pthread_mutex_unlock(&sh->mu);
+	return i;
+}
+
+/* One eventfd per worker: blocking, so a read SQE on it waits for a wake-up. */
+static int open_wake_fds(struct uring_shared *sh, int n)
+{
+	for (int i = 0; i < n; i++) {
+		sh->wake_fds[i] = eventfd(0, EFD_CLOEXEC);
+		if (sh->wake_fds[i] < 0)
+			return -errno;
+	}
+	return 0;
+}
+
+static int run(struct server *srv)
+{
+	int n = srv->workers, started, rc;
+	struct uring_shared sh = {.srv = srv,
+				  .wake_fds = calloc((size_t)n, sizeof(int)),
+				  .mu = PTHREAD_MUTEX_INITIALIZER,
+				  .cv = PTHREAD_COND_INITIALIZER};
+	struct worker *ws = calloc((size_t)n, sizeof(*ws));
+	pthread_t *tids = calloc((size_t)n, sizeof(*tids));
+
+	rc = sh.wake_fds && ws && tids ? 0 : -ENOMEM;
+	for (int i = 0; sh.wake_fds && i < n; i++)
+		sh.wake_fds[i] = -1;
+	if (rc == 0)
+		rc = open_wake_fds(&sh, n);
+	if (rc < 0)
+		goto out_free;
+	started = start_workers(&sh, ws, tids, n);
+	/* Worker 0 runs on this thread. */
+	rc = (int)(intptr_t)worker_main(&ws[0]);
+	for (int i = 1; i < started; i++) {
+		void *ret;
+
+		pthread_join(tids[i], &ret);
+		if (rc == 0)
+			rc = (int)(intptr_t)ret;
+	}
+	if (rc == 0 && started < n)
+		rc = -EAGAIN;
+out_free:
+	for (int i = 0; sh.wake_fds && i < n; i++)
+		if (sh.wake_fds[i] >= 0)
+			close(sh.wake_fds[i]);
+	free(sh.wake_fds);
+	free(ws);
+	free(tids);
+	return rc;
+}
+
+#else /* !HAVE_LIBURING */
+
+#include <errno.h>
+#include <stdio.h>
+
+static int probe(char *why, size_t whylen)
+{
+	snprintf(why, whylen, "built without liburing");
+	return -ENOSYS;
+}
+
+static int run(struct server *srv)
+{
+	(void)srv;
+	return -ENOSYS;
+}
+
+#endif /* HAVE_LIBURING */
+
+const struct engine engine_uring = {
+	.name = "uring",
+	.has_workers = true,
+	.probe = probe,
+	.run = run,
+};

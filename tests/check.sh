@@ -1,0 +1,366 @@
+#!/usr/bin/env bash
+# tests/check.sh - everything `make check` does, in order, stopping at the first failure.
+#
+#   1. install the test dependencies when they are missing (root only; otherwise
+#      print the apt-get command and stop)
+#   2. build with gcc, and with clang in build-clang/: -Werror must hold on both
+#   3. unit tests (cmocka) and the end-to-end suite (pytest) on the plain build
+#   4. ASan+UBSan build: unit tests, then the end-to-end suite on every model
+#   5. TSan build: the end-to-end suite on the models that use threads
+#
+# Environment (all optional):
+#   ECHOD_MODELS   models for the end-to-end runs (default: conftest.py's, i.e. all)
+#   CHECK_JOBS     parallel make jobs (default: number of CPUs)
+#   PYTHON         interpreter with pytest (default /usr/bin/python3: Debian's
+#                  python3-pytest; a pyenv python3 first on PATH may lack pytest)
+set -eEuo pipefail
+
+# The models ThreadSanitizer checks: every engine that runs threads.
+TSAN_MODELS="threads epoll uring"
+
+# Debian packages the tests need beyond gcc, make and python3.
+PACKAGES="libcmocka-dev liburing-dev python3-pytest python3-pytest-timeout clang"
+
+# Time limits, in seconds.  `make check` as a whole must stay under 20 minutes
+# on a 2-CPU machine; these only stop a step that hangs.
+BUILD_TIMEOUT=600
+UNIT_TIMEOUT=300
+E2E_TIMEOUT=900
+TEST_TIMEOUT=120 # any single end-to-end test
+
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-/usr/bin/python3}
+JOBS=${CHECK_JOBS:-$(nproc 2>/dev/null || echo 2)}
+LOGDIR=build/check-logs
+# Options of the parent make (a jobserver it did not share, -k, ...) must not leak
+# into the builds below; variables given to `make check` are in the environment.
+unset MAKEFLAGS MFLAGS MAKELEVEL
+
+STEPS=()
+PASSED=0
+FAILED=0
+SKIPPED=0
+
+step()
+{
+	printf '\n======== %s ========\n' "$*"
+	STEP_NAME=$*
+	STEP_START=$SECONDS
+}
+
+step_done()
+{
+	STEPS+=("$(printf '%5ss  %s' $((SECONDS - STEP_START)) "$STEP_NAME")")
+}
+
+die()
+{
+	printf '\nmake check: FAILED: %s\n' "$*" >&2
+	exit 1
+}
+trap 'printf "\nmake check: FAILED in step: %s\n" "${STEP_NAME:-setup}" >&2' ERR
+
+# run SECONDS CMD...: runs CMD with a time limit; a hang is reported as such.
+run()
+{
+	local limit=$1 rc=0
+	shift
+	timeout -k 10 "$limit" "$@" || rc=$?
+	if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+		die "$STEP_NAME: timed out after ${limit}s: $*"
+	fi
+	return "$rc"
+}
+
+# ---------------------------------------------------------------------------
+# Dependencies.
+
+missing_packages()
+{
+	local p
+	for p in $PACKAGES; do
+		dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' ||
+			printf '%s ' "$p"
+	done
+}
+
+install_deps()
+{
+	local missing
+	step "dependencies"
+	if ! command -v dpkg-query >/dev/null; then
+		echo "not a Debian system: make sure these (or their equivalents) are installed: $PACKAGES"
+		step_done
+		return
+	fi
+	missing=$(missing_packages)
+	if [ -z "$missing" ]; then
+		echo "all present: $PACKAGES"
+	elif [ "$(id -u)" -ne 0 ]; then
+		echo "make check: missing packages: ${missing% }; run: sudo apt-get install -y ${missing% }" >&2
+		exit 1
+	else
+		echo "installing: $missing"
+		export DEBIAN_FRONTEND=noninteractive
+		run 600 apt-get update -q </dev/null
+		# shellcheck disable=SC2086 # one word per package
+		run 900 apt-get install -y -q --no-install-recommends $missing </dev/null
+		missing=$(missing_packages)
+		[ -z "$missing" ] || die "could not install: $missing"
+	fi
+	step_done
+}
+
+# ---------------------------------------------------------------------------
+# Sanitizer runtime checks: a sanitizer that cannot run here must say so
+# loudly rather than let the suite pass without it.
+
+probe_dir()
+{
+	mkdir -p build/check-probe
+	echo build/check-probe
+}
+
+# LeakSanitizer stops itself under ptrace (strace, gdb, some sandboxes): then
+# leaks go unchecked, which we say, while every other ASan check still runs.
+probe_lsan()
+{
+	local d out
+	d=$(probe_dir)
+	printf '#include <stdlib.h>\nvoid *volatile p;\nint main(void){p = malloc(33); p = 0; return 0;}\n' |
+		"${CC:-cc}" -fsanitize=address -g -x c - -o "$d/lsan" || die "cannot build with -fsanitize=address"
+	out=$(ASAN_OPTIONS=detect_leaks=1 "$d/lsan" 2>&1) && true
+	if grep -q 'detected memory leaks' <<<"$out"; then
+		LEAKS=1
+		echo "LeakSanitizer works: leaks are checked"
+	else
+		LEAKS=0
+		echo "WARNING: LeakSanitizer does not work here (ptrace?); leaks are NOT checked:"
+		echo "$out" | head -3
+	fi
+}
+
+# ThreadSanitizer maps its shadow memory at fixed addresses.  Kernels with
+# more ASLR entropy (vm.mmap_rnd_bits above 28, the default of recent Ubuntu
+# and Fedora kernels) can place a library there, and TSan dies at start with
+# "FATAL: ThreadSanitizer: unexpected memory mapping".  Fixes, in order of
+# preference: run without ASLR (setarch -R, which only affects our processes),
+# or, as root, lower vm.mmap_rnd_bits to 28 for the run and restore it after.
+TSAN_PREFIX=()
+RND_BITS_SAVED=
+
+restore_rnd_bits()
+{
+	if [ -n "$RND_BITS_SAVED" ]; then
+		echo "$RND_BITS_SAVED" >/proc/sys/vm/mmap_rnd_bits || true
+		echo "vm.mmap_rnd_bits restored to $RND_BITS_SAVED"
+		RND_BITS_SAVED=
+	fi
+}
+trap restore_rnd_bits EXIT
+
+probe_tsan()
+{
+	local d
+	d=$(probe_dir)
+	printf '#include <pthread.h>\nstatic int x;\nstatic void *f(void *a){(void)a; __atomic_add_fetch(&x, 1, __ATOMIC_SEQ_CST); return 0;}\nint main(void){pthread_t t; if (pthread_create(&t, 0, f, 0)) return 1; pthread_join(t, 0); return x != 1;}\n' |
+		"${CC:-cc}" -fsanitize=thread -pthread -g -x c - -o "$d/tsan" || die "cannot build with -fsanitize=thread"
+	if "$d/tsan" >"$d/tsan.out" 2>&1; then
+		echo "ThreadSanitizer works as is"
+		return
+	fi
+	head -3 "$d/tsan.out" || true
+	if setarch "$(uname -m)" -R "$d/tsan" >/dev/null 2>&1; then
+		TSAN_PREFIX=(setarch "$(uname -m)" -R)
+		echo "ThreadSanitizer needs ASLR off here: running its tests under setarch -R"
+		return
+	fi
+	if [ "$(id -u)" -eq 0 ] && [ -w /proc/sys/vm/mmap_rnd_bits ]; then
+		RND_BITS_SAVED=$(cat /proc/sys/vm/mmap_rnd_bits)
+		echo 28 >/proc/sys/vm/mmap_rnd_bits
+		echo "vm.mmap_rnd_bits lowered from $RND_BITS_SAVED to 28 for the TSan run"
+		"$d/tsan" >/dev/null 2>&1 && return
+		restore_rnd_bits
+	fi
+	die "ThreadSanitizer cannot run on this machine (kernel $(uname -r)): see $d/tsan.out"
+}
+
+# ---------------------------------------------------------------------------
+# Test runs.
+
+# Sanitizer reports go to files in $SANLOG, so that a report from a server the
+# suite later kills is not lost in a pipe nobody reads; any file there fails
+# the step.  UBSan is the exception: with -fno-sanitize-recover (the Makefile's)
+# gcc's runtime prints to stderr whatever log_path says.  abort_on_error makes
+# every sanitizer error a death by SIGABRT, which no test takes for success
+# (an exit status of 1 could look like echoc's "echo differs"), and the
+# pytest log is searched for reports as well.
+sanitizer_env()
+{
+	SANLOG=$LOGDIR/sanitizers-$1
+	rm -rf "$SANLOG"
+	mkdir -p "$SANLOG"
+	SANLOG=$(cd "$SANLOG" && pwd)
+	export ASAN_OPTIONS="detect_leaks=$LEAKS:halt_on_error=1:abort_on_error=1:log_path=$SANLOG/asan"
+	export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:abort_on_error=1:log_path=$SANLOG/ubsan"
+	export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:log_path=$SANLOG/tsan"
+}
+
+SAN_PATTERN='runtime error:|ERROR: AddressSanitizer|ERROR: LeakSanitizer|WARNING: ThreadSanitizer'
+
+# check_sanitizer_logs [LOG]: fails the step if a sanitizer reported anything.
+check_sanitizer_logs()
+{
+	local f found=0
+	for f in "$SANLOG"/*; do
+		[ -e "$f" ] || continue
+		found=1
+		printf '\n--- %s\n' "$f"
+		head -60 "$f"
+	done
+	if [ -n "${1:-}" ] && grep -Eq "$SAN_PATTERN" "$1"; then
+		found=1
+		printf '\n--- sanitizer reports in %s:\n' "$1"
+		grep -E -A12 "$SAN_PATTERN" "$1" | head -60
+	fi
+	[ "$found" -eq 0 ] || die "$STEP_NAME: sanitizer reports above"
+}
+
+# Adds a runner's counts from its log to the totals.
+count_cmocka()
+{
+	PASSED=$((PASSED + $(awk '/^\[  PASSED  \] [0-9]+ test/ {n += $4} END {print n + 0}' "$1")))
+	FAILED=$((FAILED + $(awk '/^\[  FAILED  \] [0-9]+ test/ {n += $4} END {print n + 0}' "$1")))
+}
+
+count_pytest()
+{
+	local line kind n
+	line=$(grep -E '^=*[ ]*[0-9]+ (passed|failed|skipped|error)' "$1" | tail -1 || true)
+	for kind in passed failed skipped error errors; do
+		n=$(grep -oE "[0-9]+ $kind\b" <<<"$line" | grep -oE '^[0-9]+' || echo 0)
+		case $kind in
+		passed) PASSED=$((PASSED + n)) ;;
+		skipped) SKIPPED=$((SKIPPED + n)) ;;
+		*) FAILED=$((FAILED + n)) ;;
+		esac
+	done
+}
+
+# finish_tests STATUS LOG: fails the step on a test failure or on any
+# sanitizer report, showing both.
+finish_tests()
+{
+	local rc=$1
+	[ -z "$SANLOG" ] || check_sanitizer_logs "$2"
+	[ "$rc" -eq 0 ] || die "$STEP_NAME: exit status $rc"
+}
+
+# unit_tests NAME MAKE-ARGS...: builds and runs the cmocka tests.
+unit_tests()
+{
+	local log=$LOGDIR/unit-$1.log rc=0
+	shift
+	run "$UNIT_TIMEOUT" make -j"$JOBS" "$@" unit 2>&1 | tee "$log" || rc=$?
+	count_cmocka "$log"
+	finish_tests "$rc" "$log"
+}
+
+# e2e_tests NAME DIR MODELS [PREFIX...]: the pytest suite against DIR's
+# binaries, on MODELS (empty: conftest.py's default, every model).
+e2e_tests()
+{
+	local dir=$2 models=$3 log=$LOGDIR/e2e-$1.log rc=0
+	local cmd=(env) args=(tests/e2e -q -rfEs -p no:cacheprovider)
+	shift 3
+	[ -n "$models" ] || cmd+=(-u ECHOD_MODELS)
+	cmd+=(ECHOD_BIN="$PWD/$dir/echod" ECHOC_BIN="$PWD/$dir/echoc")
+	[ -z "$models" ] || cmd+=(ECHOD_MODELS="$models")
+	if "$PYTHON" -c 'import pytest_timeout' 2>/dev/null; then
+		args+=(--timeout="$TEST_TIMEOUT")
+	else
+		echo "WARNING: pytest-timeout missing: single tests are not time-limited"
+	fi
+	run "$E2E_TIMEOUT" "$@" "${cmd[@]}" "$PYTHON" -m pytest "${args[@]}" 2>&1 | tee "$log" ||
+		rc=$?
+	count_pytest "$log"
+	# pytest exits 5 when it collected no test: that is a failure, not a pass.
+	[ "$rc" -ne 5 ] || die "$STEP_NAME: no end-to-end test ran"
+	finish_tests "$rc" "$log"
+}
+
+# The TSan models that are also among the ones asked for.
+tsan_models()
+{
+	local m out=
+	for m in $TSAN_MODELS; do
+		if [ -z "${ECHOD_MODELS:-}" ] || [[ " $ECHOD_MODELS " == *" $m "* ]]; then
+			out+="$m "
+		fi
+	done
+	echo "${out% }"
+}
+
+main()
+{
+	local asan=build-address-undefined tsan=build-thread models
+	install_deps
+	"$PYTHON" -m pytest --version >/dev/null 2>&1 || die "$PYTHON has no pytest"
+	mkdir -p "$LOGDIR"
+	SANLOG=
+	LEAKS=1
+
+	step "build (gcc)"
+	run "$BUILD_TIMEOUT" make -j"$JOBS" all
+	step_done
+
+	step "build (clang, in build-clang/)"
+	run "$BUILD_TIMEOUT" make -j"$JOBS" clang
+	step_done
+
+	step "unit tests"
+	unit_tests plain
+	step_done
+
+	step "end-to-end tests (models: ${ECHOD_MODELS:-all})"
+	e2e_tests plain build "${ECHOD_MODELS:-}"
+	step_done
+
+	step "build (ASan+UBSan, in $asan/)"
+	probe_lsan
+	run "$BUILD_TIMEOUT" make -j"$JOBS" SANITIZER=address,undefined all
+	step_done
+
+	step "unit tests (ASan+UBSan)"
+	sanitizer_env asan-unit
+	unit_tests asan SANITIZER=address,undefined
+	step_done
+
+	step "end-to-end tests (ASan+UBSan, models: ${ECHOD_MODELS:-all})"
+	sanitizer_env asan-e2e
+	e2e_tests asan $asan "${ECHOD_MODELS:-}"
+	step_done
+
+	models=$(tsan_models)
+	if [ -z "$models" ]; then
+		echo "no threaded model among ECHOD_MODELS=\"$ECHOD_MODELS\": TSan run skipped"
+	else
+		step "build (TSan, in $tsan/)"
+		probe_tsan
+		run "$BUILD_TIMEOUT" make -j"$JOBS" SANITIZER=thread all
+		step_done
+
+		step "end-to-end tests (TSan, models: $models)"
+		sanitizer_env tsan-e2e
+		e2e_tests tsan $tsan "$models" "${TSAN_PREFIX[@]}"
+		restore_rnd_bits
+		step_done
+	fi
+
+	printf '\n======== summary ========\n'
+	printf '%s\n' "${STEPS[@]}"
+	printf '%5ss  total\n' "$SECONDS"
+	printf 'make check: %d passed, %d failed, %d skipped\n' "$PASSED" "$FAILED" "$SKIPPED"
+}
+
+main "$@"

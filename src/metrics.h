@@ -14,9 +14,11 @@ enum metrics_counter {
 	METRICS_CLOSED,
 	METRICS_BYTES_IN,
 	METRICS_BYTES_OUT,
-	METRICS_CONN_ERRORS,	 /* resets, broken pipes */
-	METRICS_IDLE_TIMEOUTS,	 /* closed by --idle-timeout */
-	METRICS_ACCEPT_PAUSES,	 /* out of descriptors or memory on accept */
+	METRICS_CONN_ERRORS,   /* resets, broken pipes */
+	METRICS_IDLE_TIMEOUTS, /* closed by --idle-timeout */
+	METRICS_ACCEPT_PAUSES, /* out of descriptors or memory on accept */
+
+	/* UDP echo (udp.c). */
 	METRICS_UDP_ECHOED,	 /* datagrams answered */
 	METRICS_UDP_TRUNCATED,	 /* too long for the buffer: dropped, never echoed in part */
 	METRICS_UDP_GUARD_DROPS, /* refused by the loop and reflection guard */

@@ -39,8 +39,8 @@ endif
 
 COMMON = net conn config log metrics
 ECHOD  = echod engine engine_iterative engine_threads engine_epoll engine_uring privs $(COMMON)
-ECHOC  = echoc $(COMMON)
-UNIT   = conn net config
+ECHOC  = echoc bench hist $(COMMON)
+UNIT   = conn net config hist bench
 
 # UDP echo (src/udp.c) and echoc -u (src/echoc_udp.c).
 ECHOD += udp

@@ -17,6 +17,7 @@
  * Once the command line is parsed, every failure prints exactly one line
  * and makes the exit status 1.
  */
+#include "bench.h"
 #include "clock.h"
 #include "config.h"
 #include "echoc_udp.h"
@@ -544,17 +545,10 @@ static int pipe_mode(const struct session *s)
 	return rc;
 }
 
-/*
- * The subcommand "echoc bench": kept in this one function so that linking
- * in the load generator (bench.h) is the one-line change
- * "return bench_main(argc, argv);".  argv[0] is "bench".
- */
+/* The subcommand "echoc bench" (bench.c).  argv[0] is "bench". */
 static int run_bench(int argc, char **argv)
 {
-	(void)argc;
-	(void)argv;
-	warnx("bench: not available in this build");
-	return EXIT_USAGE;
+	return bench_main(argc, argv);
 }
 
 /*

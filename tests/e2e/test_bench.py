@@ -1,0 +1,201 @@
+"""echoc bench: every mode runs against echod and verifies every echo.
+
+These runs assert correctness (no errors, no mismatches, something measured),
+never speed: the machine may be shared.  Misbehaving servers are small Python
+peers on 127.0.0.1 port 0, served from a thread with a deadline.
+"""
+
+import json
+import socket
+import threading
+
+import pytest
+
+from conftest import CONCURRENT_MODELS
+
+RUN_TIMEOUT = 30
+JSON_FIELDS = ("mode", "conns", "size", "depth", "duration_s", "messages", "messages_per_s",
+               "mbytes_per_s", "latency_us", "errors", "mismatches")
+
+
+class Peer:
+    """A Python echo server on 127.0.0.1:0 (TCP or UDP), optionally corrupting one byte."""
+
+    def __init__(self, udp=False, corrupt_at=None):
+        kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
+        self.sock = socket.socket(socket.AF_INET, kind)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        if not udp:
+            self.sock.listen(16)
+        self.corrupt_at = corrupt_at
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.serve_udp if udp else self.serve_tcp,
+                                       daemon=True)
+        self.thread.start()
+
+    @property
+    def target(self):
+        return "127.0.0.1:%d" % self.sock.getsockname()[1]
+
+    def serve_tcp(self):
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            threading.Thread(target=self.echo_stream, args=(conn,), daemon=True).start()
+
+    def echo_stream(self, conn):
+        """Echoes a stream, flipping the byte at offset corrupt_at (if any)."""
+        seen = 0
+        conn.settimeout(0.2)
+        with conn:
+            while not self.stop.is_set():
+                try:
+                    data = bytearray(conn.recv(65536))
+                except socket.timeout:
+                    continue
+                except OSError:
+                    return
+                if not data:
+                    return
+                at = None if self.corrupt_at is None else self.corrupt_at - seen
+                if at is not None and 0 <= at < len(data):
+                    data[at] ^= 0x55
+                seen += len(data)
+                try:
+                    conn.sendall(data)
+                except OSError:
+                    return
+
+    def serve_udp(self):
+        while not self.stop.is_set():
+            try:
+                data, addr = self.sock.recvfrom(65536)
+            except socket.timeout:
+                continue
+            self.sock.sendto(data, addr)
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(timeout=5)
+        self.sock.close()
+
+
+@pytest.fixture
+def peer():
+    started = []
+
+    def start(**kw):
+        p = Peer(**kw)
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.close()
+
+
+def bench(run_echoc, *args):
+    """Runs echoc bench --json; returns (CompletedProcess, parsed JSON or None)."""
+    res = run_echoc("bench", "--json", *args, timeout=RUN_TIMEOUT)
+    out = res.stdout.decode()
+    return res, (json.loads(out) if out.strip() else None)
+
+
+def assert_clean(res, report):
+    assert res.returncode == 0, res.stderr.decode()
+    for field in JSON_FIELDS:
+        assert field in report
+    for p in ("p50", "p90", "p99", "p999", "max"):
+        assert p in report["latency_us"]
+    assert report["messages"] > 0
+    assert report["errors"] == 0
+    assert report["mismatches"] == 0
+
+
+MODE_RUNS = [
+    pytest.param([], id="pingpong"),
+    pytest.param(["-c", "20", "-s", "128", "--depth", "8", "-T", "2"], id="pingpong-depth"),
+    pytest.param(["--rate", "2000", "-c", "5"], id="pingpong-rate"),
+    pytest.param(["--mode", "connrate", "-c", "4"], id="connrate"),
+    pytest.param(["--mode", "bulk", "-c", "2", "-s", "32768"], id="bulk"),
+    pytest.param(["--mode", "idle", "-c", "200"], id="idle"),
+]
+
+
+@pytest.mark.parametrize("model", CONCURRENT_MODELS)
+@pytest.mark.parametrize("args", MODE_RUNS)
+def test_bench_mode_verifies_every_echo(echod, run_echoc, model, args):
+    srv = echod("-m", model, "-q")
+    res, report = bench(run_echoc, "-d", "1", *args, srv.target)
+    assert_clean(res, report)
+    if "idle" in args:
+        assert report["conns_open"] == 200
+
+
+def test_bench_connrate_once_expects_server_close(echod, run_echoc):
+    srv = echod("--once", "-m", CONCURRENT_MODELS[-1], "-q")
+    res, report = bench(run_echoc, "-d", "1", "--mode", "connrate", "--once", "-c", "4",
+                        srv.target)
+    assert_clean(res, report)
+
+
+def test_bench_udp_counts_loss_and_order(run_echoc, peer):
+    p = peer(udp=True)
+    res, report = bench(run_echoc, "-u", "-d", "1", "-c", "2", "--depth", "4", p.target)
+    assert_clean(res, report)
+    assert report["udp"] is True
+    dg = report["datagrams"]
+    assert dg["sent"] >= report["messages"]
+    assert dg["duplicates"] == 0
+
+
+def test_bench_reports_corrupted_byte(run_echoc, peer):
+    p = peer(corrupt_at=1000)
+    res, report = bench(run_echoc, "-d", "1", "-s", "64", p.target)
+    assert res.returncode == 1
+    assert report["mismatches"] >= 1
+    err = res.stderr.decode()
+    assert "mismatch in message 15 at byte 40" in err
+
+
+def test_bench_writes_hdrhistogram_text(echod, run_echoc, tmp_path):
+    srv = echod("-m", CONCURRENT_MODELS[-1], "-q")
+    out = tmp_path / "lat.hgrm"
+    res, report = bench(run_echoc, "-d", "1", "--hist", str(out), srv.target)
+    assert_clean(res, report)
+    text = out.read_text()
+    assert text.split("\n")[0].split() == ["Value", "Percentile", "TotalCount",
+                                           "1/(1-Percentile)"]
+    assert "#[Mean    =" in text and "#[Max     =" in text
+    assert f"Total count    = {report['messages']:12d}]" in text
+
+
+@pytest.mark.parametrize("args,status,words", [
+    (["--mode", "ping"], 2, "--mode ping"),
+    (["-s", "0"], 2, "--size 0"),
+    (["-d", "0"], 2, "--duration"),
+    (["-u", "--mode", "bulk"], 2, "-u"),
+    (["--once"], 2, "--once"),
+])
+def test_bench_bad_input_one_line(run_echoc, args, status, words):
+    res = run_echoc("bench", *args, "127.0.0.1:9", timeout=RUN_TIMEOUT)
+    err = res.stderr.decode().strip().splitlines()
+    assert res.returncode == status
+    assert len(err) == 1 and words in err[0]
+
+
+def test_bench_unreachable_server_exits_1(run_echoc):
+    # A bound but not listening socket: its port refuses connections.
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    try:
+        res = run_echoc("bench", "-d", "1", "127.0.0.1:%d" % s.getsockname()[1],
+                        timeout=RUN_TIMEOUT)
+    finally:
+        s.close()
+    err = res.stderr.decode().strip().splitlines()
+    assert res.returncode == 1
+    assert len(err) == 1 and "Connection refused" in err[0]

@@ -1,8 +1,9 @@
 #!/bin/bash
 # udp_compare.sh - UDP ping-pong against echod, socat and xinetd, side by side.
 #
-# Stand-in until "echoc bench -u" exists: the load is bench/udp_pingpong.c,
-# one datagram in flight.  The server runs on CPU 0 and the load on CPU 1
+# The load, one datagram in flight, is "echoc bench -u" with LOAD=echoc, or
+# bench/udp_pingpong.c (the default; written before echoc bench existed, and
+# kept as an independent check of it).  The server runs on CPU 0 and the load on CPU 1
 # (taskset); each server is measured ROUNDS times for SECONDS each, rounds
 # interleaved so the machine's noise falls on every server alike, with a
 # fresh server each round.  The server's CPU time (user + system, children
@@ -16,13 +17,14 @@
 # them, each costing LOST_MS of waiting; "late" counts the lost ones whose
 # echo came after all (a slow server, not a dropped datagram).
 #
-# usage: bench/udp_compare.sh [SIZE] [SECONDS] [ROUNDS] [LOST_MS]
+# usage: [LOAD=echoc] bench/udp_compare.sh [SIZE] [SECONDS] [ROUNDS] [LOST_MS]
 set -euo pipefail
 
 SIZE=${1:-64}
 SECONDS_PER_ROUND=${2:-5}
 ROUNDS=${3:-3}
 LOST_MS=${4:-20}
+LOAD=${LOAD:-pingpong}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 B=${B:-build}
 TMP=$(mktemp -d)
@@ -71,18 +73,34 @@ wait_bound() {
 	done
 }
 
+# load PORT: one run of the load generator on CPU 1, one line of figures.
+load() {
+	if [ "$LOAD" = pingpong ]; then
+		taskset -c 1 "$TMP/udp_pingpong" 127.0.0.1 "$1" "$SIZE" "$SECONDS_PER_ROUND" "$LOST_MS"
+		return
+	fi
+	taskset -c 1 "$ROOT/$B/echoc" bench -u -s "$SIZE" -d "$SECONDS_PER_ROUND" \
+		-t "$(awk -v ms="$LOST_MS" 'BEGIN { print ms / 1000 }')" --json "127.0.0.1:$1" |
+		python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+l, d = r["latency_us"], r["datagrams"]
+print("msgs/s %.0f p50_us %.1f p99_us %.1f p999_us %.1f max_us %.1f lost %d late %d" % (
+    r["messages_per_s"], l["p50"], l["p99"], l["p999"], l["max"], d["lost"], d["late"]))'
+}
+
 # measure NAME PID PORT ROUND: one run, one line.
 measure() {
 	local name=$1 pid=$2 port=$3 r=$4 c0 c1 out msgs
 	c0=$(cpu_ticks "$pid")
-	out=$(taskset -c 1 "$TMP/udp_pingpong" 127.0.0.1 "$port" "$SIZE" "$SECONDS_PER_ROUND" \
-		"$LOST_MS") || true
+	out=$(load "$port") || true
 	c1=$(cpu_ticks "$pid")
 	if [ -z "$out" ]; then
 		printf "%-20s round %d  no echo\n" "$name" "$r"
 		return
 	fi
 	msgs=$(awk '{print $2}' <<<"$out")
+	[ "$msgs" != 0 ] || msgs=1
 	awk -v n="$name" -v r="$r" -v o="$out" -v m="$msgs" -v d="$SECONDS_PER_ROUND" \
 		-v c=$((c1 - c0)) -v t="$TCK" 'BEGIN {
 		printf "%-20s round %d  %s  server_cpu_us_per_msg %.2f\n",
@@ -138,14 +156,18 @@ WRAPPER
 chmod +x "$TMP/xinetd.sh"
 
 echo "# $(uname -r), $(nproc) CPUs,$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
-echo "# size $SIZE bytes, $ROUNDS rounds of $SECONDS_PER_ROUND s, lost after $LOST_MS ms," \
-	"server on CPU 0, load on CPU 1"
+echo "# load $LOAD, size $SIZE bytes, $ROUNDS rounds of $SECONDS_PER_ROUND s," \
+	"lost after $LOST_MS ms, server on CPU 0, load on CPU 1"
 for r in $(seq 1 "$ROUNDS"); do
 	# echod: one UDP worker (the server has one CPU), no rate limit for the bench.
 	run_one "echod" "$r" "$ROOT/$B/echod" -l "127.0.0.1:@PORT@" --udp --udp-rate 0 \
 		-m epoll -w 1 -q 2>/dev/null
 	# socat, one session: the first peer's datagrams only (socat at its fastest).
-	run_one "socat UDP-LISTEN" "$r" socat "UDP-LISTEN:@PORT@,bind=127.0.0.1,reuseaddr" PIPE
+	# echoc bench probes from a socket of its own first, and socat would
+	# then answer only that probe's port: pingpong load only.
+	if [ "$LOAD" = pingpong ]; then
+		run_one "socat UDP-LISTEN" "$r" socat "UDP-LISTEN:@PORT@,bind=127.0.0.1,reuseaddr" PIPE
+	fi
 	# socat as a server for any peer: a child process per datagram.
 	run_one "socat RECVFROM,fork" "$r" \
 		socat "UDP-RECVFROM:@PORT@,bind=127.0.0.1,reuseaddr,fork" PIPE

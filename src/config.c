@@ -267,8 +267,8 @@ static const struct opt echod_opts[] = {
 	 "far above what an interactive client or a test needs, yet it caps what a forged "
 	 "source address can be made to receive)"},
 	{"udp-allow-low-ports", 0, OPT_FLAG, FIELD(config, udp_allow_low_ports), NULL, 0, 0, NULL,
-	 "answer UDP from the well-known service ports (7, 9, 13, 17, 19, 37, 53, 123) too; "
-	 "lab use only, as two echo-like services could loop"},
+	 "answer UDP from the well-known service ports the loop guard refuses (echo, chargen, "
+	 "ntp...; see echod(1)) too: lab use only, as two such services could loop"},
 	{"once", 0, OPT_FLAG, FIELD(config, once), NULL, 0, 0, NULL,
 	 "tutorial mode: echo the first chunk a client sends (up to --buffer bytes), then close"},
 	{"model", 'm', OPT_CHOICE, FIELD(config, model), "MODEL", 0, 0,

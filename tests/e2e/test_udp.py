@@ -8,6 +8,7 @@ one worker, so one server socket takes every datagram in arrival order.
 
 import json
 import os
+import pty
 import socket
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import ECHOD, MODELS, Server
+from conftest import ECHOC, ECHOD, MODELS, Server
 
 DEADLINE = 5.0
 GUARDED_PORTS = [7, 19, 53, 123]
@@ -336,3 +337,21 @@ def test_echoc_udp_refuses_once(run_echoc):
     r = run_echoc("-u", "--once", "127.0.0.1:1", "hi")
     assert r.returncode == 2
     assert b"cannot use --once with --udp" in r.stderr
+
+
+def test_echoc_udp_interactive_sends_a_datagram_per_line(echod):
+    srv = echod("--udp", listeners=2)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([ECHOC, "-u", udp_target(srv)], stdin=slave,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    os.close(slave)
+    try:
+        os.write(master, b"first line\nsecond\n\x04")  # ^D: end of input
+        out, err = proc.communicate(timeout=DEADLINE)
+        assert proc.returncode == 0, err
+        assert out == b"first line\nsecond\n"
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

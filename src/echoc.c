@@ -57,18 +57,12 @@ static double seconds(int ms)
 /* Writes all n bytes to standard output.  Returns 0, or -1 after saying why. */
 static int write_out(const char *p, size_t n)
 {
-	ssize_t w;
+	int rc = net_write_all(STDOUT_FILENO, p, n);
 
-	while (n > 0) {
-		w = write(STDOUT_FILENO, p, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0) {
-			warn("write to standard output");
-			return -1;
-		}
-		p += w;
-		n -= (size_t)w;
+	if (rc < 0) {
+		errno = -rc;
+		warn("write to standard output");
+		return -1;
 	}
 	return 0;
 }

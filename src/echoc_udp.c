@@ -41,18 +41,12 @@ struct dsession {
 
 static int write_all(const char *p, size_t n)
 {
-	ssize_t w;
+	int rc = net_write_all(STDOUT_FILENO, p, n);
 
-	while (n > 0) {
-		w = write(STDOUT_FILENO, p, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0) {
-			warn("write to standard output");
-			return -1;
-		}
-		p += w;
-		n -= (size_t)w;
+	if (rc < 0) {
+		errno = -rc;
+		warn("write to standard output");
+		return -1;
 	}
 	return 0;
 }

@@ -484,6 +484,23 @@ int net_send_all(int fd, const void *buf, size_t len, int timeout_ms)
 	return 0;
 }
 
+int net_write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+	ssize_t n;
+
+	while (len > 0) {
+		n = write(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
 ssize_t net_recv(int fd, void *buf, size_t len, int timeout_ms)
 {
 	ssize_t n;

@@ -83,6 +83,12 @@ int net_wait(int fd, short events, int timeout_ms);
 int net_send_all(int fd, const void *buf, size_t len, int timeout_ms);
 
 /*
+ * Writes all len bytes to a blocking descriptor (standard output, a file),
+ * retrying after EINTR and partial writes.  Returns 0 or -errno.
+ */
+int net_write_all(int fd, const void *buf, size_t len);
+
+/*
  * Receives up to len bytes, waiting at most timeout_ms for the first.
  * Returns the count, 0 at end of stream, -ETIMEDOUT or -errno.
  */

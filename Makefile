@@ -42,6 +42,11 @@ ECHOD  = echod engine engine_iterative engine_threads engine_epoll engine_uring 
 ECHOC  = echoc bench hist $(COMMON)
 UNIT   = conn net config hist bench
 
+# UDP echo (src/udp.c) and echoc -u (src/echoc_udp.c).
+ECHOD += udp
+ECHOC += echoc_udp
+UNIT  += udp
+
 all: $(B)/echod $(B)/echoc
 
 $(B)/echod: $(ECHOD:%=$(B)/%.o)

@@ -259,6 +259,16 @@ static const struct opt echod_opts[] = {
 	{"listen", 'l', OPT_ADDR, FIELD(config, listen), "ADDR", 0, 0, NULL,
 	 "listen on ADDR: PORT, HOST:PORT, [V6ADDR]:PORT or unix:PATH; repeatable "
 	 "(default: every IPv4 and IPv6 address, port 7127)"},
+	{"udp", 0, OPT_FLAG, FIELD(config, udp), NULL, 0, 0, NULL,
+	 "also serve UDP echo on the same addresses and ports (off by default: an open UDP echo "
+	 "can be abused as a reflector)"},
+	{"udp-rate", 0, OPT_NUM, FIELD(config, udp_rate), "N", 0, CONFIG_UDP_RATE_MAX, NULL,
+	 "UDP datagrams per second answered per source address, 0 = unlimited (default 1000: "
+	 "far above what an interactive client or a test needs, yet it caps what a forged "
+	 "source address can be made to receive)"},
+	{"udp-allow-low-ports", 0, OPT_FLAG, FIELD(config, udp_allow_low_ports), NULL, 0, 0, NULL,
+	 "answer UDP from the well-known service ports the loop guard refuses (echo, chargen, "
+	 "ntp...; see echod(1)) too: lab use only, as two such services could loop"},
 	{"once", 0, OPT_FLAG, FIELD(config, once), NULL, 0, 0, NULL,
 	 "tutorial mode: echo the first chunk a client sends (up to --buffer bytes), then close"},
 	{"model", 'm', OPT_CHOICE, FIELD(config, model), "MODEL", 0, 0,
@@ -297,6 +307,40 @@ static void config_defaults(struct config *cfg)
 	cfg->backlog = SOMAXCONN;
 	cfg->grace_ms = 5000;
 	cfg->log_format = "text";
+	cfg->udp_rate = -1; /* not given */
+}
+
+/* True when every -l address is a unix socket, which has no UDP twin. */
+static bool only_unix(const struct config *cfg)
+{
+	for (int i = 0; i < cfg->listen.n; i++)
+		if (!cfg->listen.addr[i].is_unix)
+			return false;
+	return cfg->listen.n > 0;
+}
+
+/* The UDP options' clashes; fills in the --udp-rate default. */
+static int validate_udp(struct config *cfg, char *err, size_t errlen)
+{
+	if (!cfg->udp && (cfg->udp_rate >= 0 || cfg->udp_allow_low_ports)) {
+		snprintf(err, errlen, "--%s needs --udp",
+			 cfg->udp_rate >= 0 ? "udp-rate" : "udp-allow-low-ports");
+		return -EINVAL;
+	}
+	if (cfg->udp_rate < 0)
+		cfg->udp_rate = CONFIG_UDP_RATE;
+	if (!cfg->udp)
+		return 0;
+	/* Every datagram is already answered once; --once would mean nothing. */
+	if (cfg->once) {
+		snprintf(err, errlen, "cannot use --once with --udp");
+		return -EINVAL;
+	}
+	if (only_unix(cfg)) {
+		snprintf(err, errlen, "--udp needs an IP address to listen on, not only unix:");
+		return -EINVAL;
+	}
+	return 0;
 }
 
 /* Checks the clashes between options, once every option is known. */
@@ -315,7 +359,7 @@ static int validate(struct config *cfg, char *err, size_t errlen)
 	}
 	if (!cfg->buffer_bytes)
 		cfg->buffer_bytes = cfg->once ? CONFIG_ONCE_BUFFER : CONFIG_STREAM_BUFFER;
-	return 0;
+	return validate_udp(cfg, err, errlen);
 }
 
 enum opts_result config_parse(struct config *cfg, int argc, char **argv, char *err, size_t errlen)
@@ -339,7 +383,7 @@ enum opts_result config_parse(struct config *cfg, int argc, char **argv, char *e
 void config_usage(FILE *out)
 {
 	fprintf(out, "usage: echod [options]\n"
-		     "Serve the Echo protocol (RFC 862) over TCP.\n\n");
+		     "Serve the Echo protocol (RFC 862) over TCP (and UDP with --udp).\n\n");
 	opts_usage(echod_opts, NOPTS(echod_opts), out);
 }
 
@@ -351,6 +395,8 @@ static const struct opt echoc_opts[] = {
 	 "expect the server to close after the first echo (echod --once)"},
 	{"no-newline", 'n', OPT_FLAG, FIELD(client_config, no_newline), NULL, 0, 0, NULL,
 	 "send MESSAGE without the trailing newline"},
+	{"udp", 'u', OPT_FLAG, FIELD(client_config, udp), NULL, 0, 0, NULL,
+	 "use UDP: one datagram per message, per line, or per block of standard input"},
 	{"help", 'h', OPT_HELP, 0, NULL, 0, 0, NULL, "print this help and exit"},
 	{"version", 'V', OPT_VERSION, 0, NULL, 0, 0, NULL, "print the version and exit"},
 };
@@ -376,6 +422,11 @@ enum opts_result client_config_parse(struct client_config *cfg, int argc, char *
 		strcpy(cfg->target.host, "localhost");
 	if (cfg->timeout_ms == 0) {
 		snprintf(err, errlen, "--timeout must be more than 0 seconds");
+		return OPTS_ERROR;
+	}
+	/* A datagram has no stream for the server to close. */
+	if (cfg->udp && (cfg->once || cfg->target.is_unix)) {
+		snprintf(err, errlen, "cannot use %s with --udp", cfg->once ? "--once" : "unix:");
 		return OPTS_ERROR;
 	}
 	cfg->first_word = first < argc ? first + 1 : argc;

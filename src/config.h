@@ -80,10 +80,15 @@ struct config {
 	long verbose;
 	bool quiet;
 	const char *log_format;
+	bool udp;		  /* also serve UDP echo on the same addresses */
+	long udp_rate;		  /* datagrams/s per source, 0 = unlimited */
+	bool udp_allow_low_ports; /* answer the well-known service ports too */
 };
 
 #define CONFIG_ONCE_BUFFER   1024
 #define CONFIG_STREAM_BUFFER 16384
+#define CONFIG_UDP_RATE	     1000 /* --udp-rate default; the help text says why */
+#define CONFIG_UDP_RATE_MAX  1000000
 
 /*
  * Parses and validates echod's command line into cfg.  On OPTS_ERROR, err

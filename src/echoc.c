@@ -20,6 +20,7 @@
 #include "bench.h"
 #include "clock.h"
 #include "config.h"
+#include "echoc_udp.h"
 #include "net.h"
 #include "version.h"
 
@@ -601,6 +602,8 @@ int main(int argc, char **argv)
 	rc = parse_args(&cfg, argc, argv);
 	if (rc >= 0)
 		return rc;
+	if (cfg.udp)
+		return echoc_udp_main(&cfg, argc, argv);
 	if (open_session(&s, &cfg) < 0)
 		return EXIT_FAILURE;
 	if (cfg.first_word < argc)

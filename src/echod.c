@@ -10,6 +10,7 @@
 #include "log.h"
 #include "net.h"
 #include "privs.h"
+#include "udp.h"
 #include "version.h"
 
 #include <err.h>
@@ -110,6 +111,25 @@ static void open_listeners(struct server *srv, const struct config *cfg)
 		log_always("listening on %s", srv->listeners[i].name);
 }
 
+/* With --udp, binds UDP twins of the IP listeners; exits 1 naming the address that failed. */
+static struct udp *open_udp(struct server *srv)
+{
+	char why[NET_ERRLEN];
+	struct udp *u = NULL;
+
+	if (srv->cfg->udp && udp_open(srv, &u, why, sizeof(why)) < 0)
+		errx(1, "%s", why);
+	return u;
+}
+
+static void start_udp(struct udp *u)
+{
+	int rc = u ? udp_start(u) : 0;
+
+	if (rc < 0)
+		errx(1, "udp: cannot start the workers: %s", strerror(-rc));
+}
+
 static void close_listeners(struct server *srv)
 {
 	for (int i = 0; i < srv->nlisteners; i++) {
@@ -182,6 +202,7 @@ int main(int argc, char **argv)
 	struct stopper st;
 	struct config cfg;
 	const struct engine *e;
+	struct udp *udp;
 	char why[NET_ERRLEN];
 	int rc;
 
@@ -195,12 +216,15 @@ int main(int argc, char **argv)
 	st.grace_ms = cfg.grace_ms;
 	srv.stop_fd = start_signal_thread(&st);
 	open_listeners(&srv, &cfg);
+	udp = open_udp(&srv);
 	if (cfg.user && privs_drop(&privs, why, sizeof(why)) < 0)
 		errx(1, "%s", why);
 	if (metrics_init(&srv.metrics, srv.workers) < 0)
 		errx(1, "out of memory");
 	log_engine(&srv, e);
+	start_udp(udp);
 	rc = e->run(&srv);
+	udp_stop(udp);
 	if (rc < 0)
 		log_error("engine %s: %s", e->name, strerror(-rc));
 	log_debug("served %lu connections", metrics_sum(&srv.metrics, METRICS_ACCEPTED));

@@ -44,6 +44,11 @@ const char *metrics_name(enum metrics_counter c)
 		[METRICS_CONN_ERRORS] = "connection_errors",
 		[METRICS_IDLE_TIMEOUTS] = "idle_timeouts",
 		[METRICS_ACCEPT_PAUSES] = "accept_pauses",
+		[METRICS_UDP_ECHOED] = "udp_datagrams_echoed",
+		[METRICS_UDP_TRUNCATED] = "udp_datagrams_truncated",
+		[METRICS_UDP_GUARD_DROPS] = "udp_datagrams_dropped_guard",
+		[METRICS_UDP_RATE_DROPS] = "udp_datagrams_dropped_rate",
+		[METRICS_UDP_SEND_ERRORS] = "udp_send_errors",
 	};
 
 	return names[c];

@@ -17,6 +17,13 @@ enum metrics_counter {
 	METRICS_CONN_ERRORS,   /* resets, broken pipes */
 	METRICS_IDLE_TIMEOUTS, /* closed by --idle-timeout */
 	METRICS_ACCEPT_PAUSES, /* out of descriptors or memory on accept */
+
+	/* UDP echo (udp.c). */
+	METRICS_UDP_ECHOED,	 /* datagrams answered */
+	METRICS_UDP_TRUNCATED,	 /* too long for the buffer: dropped, never echoed in part */
+	METRICS_UDP_GUARD_DROPS, /* refused by the loop and reflection guard */
+	METRICS_UDP_RATE_DROPS,	 /* over --udp-rate for their source */
+	METRICS_UDP_SEND_ERRORS, /* replies the kernel refused or had no room for */
 	METRICS_NCOUNTERS,
 };
 

@@ -502,3 +502,42 @@ ssize_t net_recv(int fd, void *buf, size_t len, int timeout_ms)
 			return rc == 0 ? -ETIMEDOUT : rc;
 	}
 }
+
+/* Options for a UDP echo socket; see net_bind_dgram().  Returns 0 or -errno. */
+static int dgram_options(int fd, int family)
+{
+	int one = 1, rcvbuf = 4 << 20;
+
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
+		return -errno;
+	/* A bigger queue absorbs bursts; the kernel caps it at rmem_max. */
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+	if (family == AF_INET)
+		return setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one)) < 0 ? -errno : 0;
+	/* [::] must leave 0.0.0.0 to its own socket, as for TCP. */
+	if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0)
+		return -errno;
+	return setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one)) < 0 ? -errno : 0;
+}
+
+int net_bind_dgram(const struct sockaddr *sa, socklen_t salen, char *err, size_t errlen)
+{
+	char name[NET_NAMELEN];
+	int fd, rc;
+
+	fd = socket(sa->sa_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		rc = -errno;
+		goto out_err;
+	}
+	rc = dgram_options(fd, sa->sa_family);
+	if (rc == 0 && bind(fd, sa, salen) < 0)
+		rc = -errno;
+	if (rc == 0)
+		return fd;
+	close(fd);
+out_err:
+	net_format_sockaddr(sa, salen, name, sizeof(name));
+	set_err(err, errlen, "bind udp %s: %s", name, -rc);
+	return rc;
+}

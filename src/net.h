@@ -91,4 +91,12 @@ ssize_t net_recv(int fd, void *buf, size_t len, int timeout_ms);
 /* Switches O_NONBLOCK on or off.  Returns 0 or -errno. */
 int net_set_nonblock(int fd, bool on);
 
+/*
+ * Binds a non-blocking, close-on-exec UDP socket to sa with SO_REUSEPORT,
+ * so several may share the address (one per worker), and asks for each
+ * datagram's destination address (IP_PKTINFO / IPV6_RECVPKTINFO).  An IPv6
+ * socket is IPv6-only.  Returns the fd, or -errno with a reason in err.
+ */
+int net_bind_dgram(const struct sockaddr *sa, socklen_t salen, char *err, size_t errlen);
+
 #endif

@@ -3,7 +3,7 @@
  *
  * Signals are handled by one thread with sigwait(2) rather than in a
  * handler: the first SIGTERM/SIGINT writes to the stop pipe every engine
- * watches, the second one kills the process at once.
+ * watches and shuts the listeners, the second one kills the process at once.
  */
 #include "config.h"
 #include "engine.h"
@@ -27,7 +27,34 @@ struct stopper {
 	sigset_t set;
 	int stop_wr; /* write end of the stop pipe */
 	long grace_ms;
+	const struct server *srv;
+	pthread_mutex_t lock; /* guards listening against main() closing them */
+	bool listening;	      /* srv->listeners is open and complete */
 };
+
+/*
+ * Stops accepting at once: a stream listener shut for reading refuses new
+ * connections (and resets those still in its backlog), while the engine
+ * serves the open ones through the grace period.  Runs after the stop pipe
+ * is written, so an engine that sees accept(2) fail with EINVAL can tell a
+ * stop from a fault with server_stop_requested().
+ */
+static void stop_listening(struct stopper *st)
+{
+	pthread_mutex_lock(&st->lock);
+	for (int i = 0; st->listening && i < st->srv->nlisteners; i++)
+		if (st->srv->listeners[i].type == SOCK_STREAM)
+			shutdown(st->srv->listeners[i].fd, SHUT_RD);
+	pthread_mutex_unlock(&st->lock);
+}
+
+/* Marks the listeners open (or about to close) for stop_listening(). */
+static void mark_listening(struct stopper *st, bool on)
+{
+	pthread_mutex_lock(&st->lock);
+	st->listening = on;
+	pthread_mutex_unlock(&st->lock);
+}
 
 static void *signal_main(void *arg)
 {
@@ -40,6 +67,7 @@ static void *signal_main(void *arg)
 		 sig == SIGTERM ? "SIGTERM" : "SIGINT", (double)st->grace_ms / 1000.0);
 	if (write(st->stop_wr, "", 1) < 0)
 		_exit(1);
+	stop_listening(st);
 	if (sigwait(&st->set, &sig) != 0)
 		return NULL;
 	/* The second signal: die of it, as if it had never been caught. */
@@ -214,9 +242,13 @@ int main(int argc, char **argv)
 	srv.workers = worker_count(&cfg, e);
 	atomic_init(&srv.nconns, 0);
 	st.grace_ms = cfg.grace_ms;
+	st.srv = &srv;
+	st.listening = false;
+	pthread_mutex_init(&st.lock, NULL);
 	srv.stop_fd = start_signal_thread(&st);
 	open_listeners(&srv, &cfg);
 	udp = open_udp(&srv);
+	mark_listening(&st, true);
 	if (cfg.user && privs_drop(&privs, why, sizeof(why)) < 0)
 		errx(1, "%s", why);
 	if (metrics_init(&srv.metrics, srv.workers) < 0)
@@ -228,6 +260,7 @@ int main(int argc, char **argv)
 	if (rc < 0)
 		log_error("engine %s: %s", e->name, strerror(-rc));
 	log_debug("served %lu connections", metrics_sum(&srv.metrics, METRICS_ACCEPTED));
+	mark_listening(&st, false);
 	close_listeners(&srv);
 	metrics_free(&srv.metrics);
 	return rc < 0 ? 1 : 0;

@@ -900,6 +900,8 @@ static void on_accept(struct worker *w, struct io_uring_cqe *cqe)
 			park(w, fd);
 		else
 			add_conn(w, fd);
+	} else if (fd == -EINVAL && server_stop_requested(w->srv)) {
+		/* The listener was shut for the stop (echod.c): not a fault. */
 	} else if (fd != -ECANCELED && fd != -ECONNABORTED && fd != -EINTR) {
 		/*
 		 * Out of descriptors, or an error that would recur at once:

@@ -7,7 +7,9 @@
 #                   and end-to-end tests under ASan+UBSan and TSan)
 #   make unit       build and run the cmocka unit tests (tests/unit/)
 #   make clang      build everything with clang too, in build-clang/
-#   make bench      run the benchmarks side by side (see bench/)
+#   make bench      echod's models and other echo servers side by side, with
+#                   echoc bench as the load (bench/run.sh); SUITE=uring-vs-epoll
+#                   or SUITE=udp for a subset, QUICK=1 for short runs
 #   make install    PREFIX=/usr/local DESTDIR=
 #
 # SANITIZER=address,undefined or SANITIZER=thread builds an instrumented tree
@@ -53,9 +55,6 @@ $(B)/echod: $(ECHOD:%=$(B)/%.o)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $^ -pthread $(URING_LIBS) -lm
 $(B)/echoc: $(ECHOC:%=$(B)/%.o)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $^ -pthread -lm
-# The benchmark's own load generator (bench/uring_vs_epoll.sh).
-$(B)/loadgen: bench/loadgen.c | $(B)
-	$(CC) $(ALL_CFLAGS) -o $@ $<
 $(B)/%.o: src/%.c | $(B)
 	$(CC) $(ALL_CFLAGS) -pthread -MMD -MP -c -o $@ $<
 $(B):
@@ -84,8 +83,10 @@ run: all
 check:
 	@bash tests/check.sh
 
+# SUITE (matrix, uring-vs-epoll, udp) is passed on; QUICK and REPS reach
+# bench/run.sh through the environment (make exports command-line variables).
 bench: all
-	@bash bench/run.sh
+	@bash bench/run.sh $(SUITE)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1

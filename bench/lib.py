@@ -1,11 +1,13 @@
 #!/usr/bin/python3
 """bench/lib.py - the helpers run.sh needs that are awkward in bash.
 
-  lib.py freeport tcp|udp          a free port on 127.0.0.1 (the kernel picks it)
+  lib.py freeport tcp|udp|both     a free port on 127.0.0.1 (the kernel picks it)
   lib.py waitport tcp|udp PORT S   wait up to S seconds until something listens on PORT
   lib.py proc PID                  "CPU_SECONDS RSS_KB NPROCS" of PID and its descendants
+  lib.py sample PID T0 WARM DUR    proc PID at T0+WARM, T0+WARM+DUR/2 and T0+WARM+DUR
   lib.py row JSON_FILE ...         one TSV row of results from echoc bench --json
-  lib.py report TSV MD PNG FACTS   the Markdown report (and a gnuplot PNG)
+  lib.py report TSV MD PNG FACTS   the Markdown report (and a gnuplot PNG); repeated
+                                   runs of a server in a scenario become median [min-max]
 
 Everything is read from /proc; nothing here resolves a name.
 """
@@ -13,6 +15,7 @@ Everything is read from /proc; nothing here resolves a name.
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -21,10 +24,20 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 
 def freeport(kind):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    print(s.getsockname()[1])
-    s.close()
+    """Prints a port free on 127.0.0.1; "both": free for TCP and UDP (echod --udp binds both)."""
+    for _ in range(100):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        with s, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            try:
+                if kind == "both":
+                    u.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        print(port)
+        return 0
+    return 1
 
 
 def listening(kind, port):
@@ -99,6 +112,19 @@ def proc(pid):
     print(f"{ticks / TICK:.3f} {rss} {n}")
 
 
+def sample(pid, t0, warm, dur):
+    """proc(pid) where the measured window starts, halfway and where it ends.
+
+    t0 is bash's $EPOCHREALTIME when the load started: this process's own start-up
+    does not shift the window.
+    """
+    start = float(t0) + float(warm)
+    for at in (start, start + float(dur) / 2, start + float(dur)):
+        time.sleep(max(0.0, at - time.time()))
+        proc(pid)
+        sys.stdout.flush()
+
+
 def row(json_file, scenario, server, conns, cpu0, cpu1, rss0, rss_mid, nprocs, note):
     """scenario server msgs/s p50 p99 cpu_us/msg rss_kb rss_per_conn_kb errors mismatches note"""
     try:
@@ -132,45 +158,106 @@ def number(s):
         return None
 
 
+def spread(cells):
+    """The median of the numeric cells, with [min-max] when there are several; '-' if none."""
+    vals = sorted(v for v in map(number, cells) if v is not None)
+    if not vals:
+        return "-", None
+    digits = max((len(c.split(".")[1]) for c in cells if "." in c), default=0)
+    med = statistics.median(vals)
+    text = f"{med:.{digits}f}"
+    if len(vals) > 1:
+        text += f" [{vals[0]:.{digits}f}-{vals[-1]:.{digits}f}]"
+    return text, med
+
+
+def merge(runs):
+    """One report row from the repeated runs of a server in a scenario.
+
+    Returns (cells, median messages/s, median CPU us/msg, clean): clean when every
+    run produced a result with no error and no mismatch.
+    """
+    cells, medians = [runs[0][1]], []
+    for i in range(2, 8):
+        text, med = spread([r[i] for r in runs])
+        cells.append(text)
+        medians.append(med)
+    clean = all(r[8] == "0" and r[9] == "0" for r in runs)
+    for i in (8, 9):
+        cells.append(str(sum(int(r[i]) for r in runs if r[i].isdigit())))
+    notes = list(dict.fromkeys(r[10] for r in runs if len(r) > 10 and r[10].strip()))
+    cells.append("; ".join(notes) + (f" ({len(runs)} runs)" if len(runs) > 1 else ""))
+    return cells, medians[0], medians[3], clean
+
+
+def grouped(rows):
+    """{scenario: {server: merge(its runs)}}, both in the order they first ran."""
+    runs = {}
+    for r in rows:
+        runs.setdefault(r[0], {}).setdefault(r[1], []).append(r)
+    return {sc: {srv: merge(rs) for srv, rs in servers.items()} for sc, servers in runs.items()}
+
+
+def best_ratios(groups):
+    """Markdown lines: echod's best model against the best peer, per scenario."""
+    out = []
+    for sc, servers in groups.items():
+        best = {"echod": (0, ""), "peer": (0, "")}
+        for srv, (_, mps, _, clean) in servers.items():
+            side = "echod" if srv.startswith("echod") else "peer"
+            if clean and mps and mps > best[side][0]:
+                best[side] = (mps, srv)
+        e, p = best["echod"], best["peer"]
+        if e[0] and p[0]:
+            out.append(f"| {sc} | {e[1]} {e[0]:.0f} | {p[1]} {p[0]:.0f} | {e[0] / p[0]:.2f} |")
+    if not out:
+        return []
+    return ["## echod's best model against the best peer (median messages/s, error-free runs)",
+            "", "| scenario | echod best | peer best | ratio |", "|---|---|---|---|"] + out + [""]
+
+
+def uring_vs_epoll(groups):
+    """Markdown lines: uring relative to epoll (issue 4), where both ran cleanly."""
+    out = []
+    for sc, servers in groups.items():
+        u, e = servers.get("echod-uring"), servers.get("echod-epoll")
+        if not (u and e and u[3] and e[3] and u[1] and e[1] and u[2] and e[2]):
+            continue
+        out.append(f"| {sc} | {u[1] / e[1]:.2f} | {100 * (u[2] / e[2] - 1):+.0f}% |")
+    if not out:
+        return []
+    return ["## uring against epoll (medians)", "",
+            "| scenario | messages/s, uring / epoll | server CPU per message, uring vs epoll |",
+            "|---|---|---|"] + out + [""]
+
+
 def report(tsv, md, png, facts):
-    rows = [l.rstrip("\n").split("\t") for l in open(tsv) if l.strip()]
-    scenarios = list(dict.fromkeys(r[0] for r in rows))
-    out = [open(facts).read(), ""]
-    ratios = []
-    for sc in scenarios:
+    with open(tsv) as f:
+        rows = [line.rstrip("\n").split("\t") for line in f if line.strip()]
+    groups = grouped(rows)
+    with open(facts) as f:
+        out = [f.read(), ""]
+    for sc, servers in groups.items():
         out += [f"### {sc}", "", "| server | " + " | ".join(COLS) + " |",
                 "|---" * (len(COLS) + 1) + "|"]
-        best = {"echod": (0, ""), "peer": (0, "")}
-        for r in (r for r in rows if r[0] == sc):
-            out.append("| " + " | ".join(r[1:]) + " |")
-            mps = number(r[2])
-            ok = mps and r[8] == "0" and r[9] == "0"
-            side = "echod" if r[1].startswith("echod") else "peer"
-            if ok and mps > best[side][0]:
-                best[side] = (mps, r[1])
+        out += ["| " + " | ".join(cells) + " |" for cells, _, _, _ in servers.values()]
         out.append("")
-        if best["echod"][0] and best["peer"][0]:
-            ratios.append((sc, best["echod"], best["peer"]))
-    out += ["## echod's best model against the best peer (messages/s, error-free runs)", "",
-            "| scenario | echod best | peer best | ratio |", "|---|---|---|---|"]
-    for sc, e, p in ratios:
-        out.append(f"| {sc} | {e[1]} {e[0]:.0f} | {p[1]} {p[0]:.0f} | {e[0] / p[0]:.2f} |")
-    plot(rows, scenarios, png)
-    out += ["", f"![messages per second]({os.path.basename(png)})", ""]
+    out += best_ratios(groups) + uring_vs_epoll(groups)
+    plot(groups, png)
+    out += [f"![messages per second]({os.path.basename(png)})", ""]
     with open(md, "w") as f:
         f.write("\n".join(out) + "\n")
 
 
-def plot(rows, scenarios, png):
-    """A clustered bar chart of messages/s per scenario, one bar per server (gnuplot)."""
-    servers = list(dict.fromkeys(r[1] for r in rows))
+def plot(groups, png):
+    """A clustered bar chart of median messages/s per scenario, one bar per server (gnuplot)."""
+    servers = list(dict.fromkeys(srv for g in groups.values() for srv in g))
     data = png + ".dat"
     with open(data, "w") as f:
         f.write("scenario " + " ".join(s.replace(" ", "_") for s in servers) + "\n")
-        for sc in scenarios:
-            vals = {r[1]: r[2] for r in rows if r[0] == sc}
+        for sc, g in groups.items():
             f.write(sc.replace(" ", "_") + " " +
-                    " ".join(vals.get(s, "-") if number(vals.get(s, "-")) else "-"
+                    " ".join(f"{g[s][1]:.0f}" if s in g and g[s][1] else "-"
                              for s in servers) + "\n")
     script = (f"set terminal pngcairo size 1400,600 noenhanced\nset output '{png}'\n"
               "set style data histograms\nset style histogram clustered gap 1\n"
@@ -188,6 +275,6 @@ def plot(rows, scenarios, png):
 
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    rc = {"freeport": freeport, "waitport": waitport, "proc": proc, "row": row,
-          "report": report}[cmd](*args)
+    rc = {"freeport": freeport, "waitport": waitport, "proc": proc, "sample": sample,
+          "row": row, "report": report}[cmd](*args)
     sys.exit(rc or 0)

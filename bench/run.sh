@@ -1,18 +1,34 @@
 #!/usr/bin/env bash
 # bench/run.sh - echod's models and established echo servers, side by side.
 #
-# Each server runs pinned to CPU 0 and the load (echoc bench) to CPU 1, one
-# fresh server per scenario so memory figures start from a clean process.
+#   bench/run.sh [SUITE]                 or: make bench [SUITE=...] [QUICK=1]
+#
+#   matrix          (default) every echod model and every peer (socat, ncat,
+#                   xinetd, node, go) over every scenario, once each
+#   uring-vs-epoll  issue 4: echod -m uring against -m epoll on 1 conn x 64 B,
+#                   50 x 128 B, 500 x 512 B and 50 x 64 B with 16 in flight
+#   udp             issue 5: echod --udp --udp-rate 0 against socat
+#                   (UDP-LISTEN, one peer; UDP-RECVFROM,fork) and xinetd's
+#                   echo-dgram, one datagram in flight
+#
+#   QUICK=1   shorter runs (the whole matrix in under 2 minutes)
+#   REPS=N    repetitions of each run (default 1 for matrix, 3 otherwise);
+#             the servers alternate within each repetition, so drifting
+#             background load falls on all of them alike, and the report
+#             gives the median with the [min-max] spread.
+#
+# The load is always `echoc bench` (build/echoc).  Each server runs pinned to
+# CPU 0 and the load to CPU 1, one fresh server per run, so CPU and memory
+# figures start from a clean process.  Server CPU per message is utime+stime
+# of the server's process tree (from /proc/PID/stat) over the measured window.
+#
 # Everything is on loopback with numeric addresses: ncat runs with -n,
-# xinetd logs nothing that would make it look up a client, and echoc is
-# always given 127.0.0.1, so the run never sends a DNS query.
+# xinetd logs nothing that would make it look up a client and skips libwrap,
+# and echoc is always given 127.0.0.1, so the run never sends a DNS query.
 #
-#   bash bench/run.sh            full matrix (under 10 minutes)
-#   QUICK=1 bash bench/run.sh    same matrix, shorter runs (under 2 minutes)
-#
-# Writes bench/results/bench-DATE.md (and .png, .tsv).  Peers that are not
-# installed are installed with apt-get when root, else skipped and named in
-# the report.
+# Writes bench/results/SUITE-DATE.md (and .png, .tsv) and latest-SUITE.md.
+# Peers that are not installed are installed with apt-get when root (before
+# the run), else skipped and named in the report.
 set -uo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -24,12 +40,17 @@ PY=/usr/bin/python3
 LIB="$PY $HERE/lib.py"
 OUT=$HERE/results
 STAMP=$(date -u +%Y%m%d-%H%M%S)
+SUITE=${1:-${SUITE:-matrix}}
 
 if [ -n "${QUICK:-}" ]; then
 	DUR=0.5 WARM=0.2 IDLE_WARM=0.6 IDLE_CONNS=1000 FORK_IDLE_CONNS=200
 else
 	DUR=4 WARM=1 IDLE_WARM=2 IDLE_CONNS=5000 FORK_IDLE_CONNS=1000
 fi
+# Seconds a run costs beyond warm-up and window (start-up, connects, close),
+# from QUICK runs on a 2-CPU VM: 0.2 s for echod, 0.5 s on average over the
+# matrix.  Only used for the planned time printed before the run.
+RUN_OVERHEAD=0.5
 
 TMP=$(mktemp -d /tmp/echod-bench.XXXXXX)
 SERVER_PID=
@@ -68,6 +89,53 @@ else
 	note "one CPU: server and load share it (no pinning)"
 fi
 
+# ---------------------------------------------------------------- suites
+
+# key|title|echoc arguments|connections|kind
+SCENARIOS=(
+	"1x64|1 conn x 64 B|-c 1 -s 64|1|tcp"
+	"50x128|50 conns x 128 B|-c 50 -s 128|50|tcp"
+	"500x512|500 conns x 512 B|-c 500 -s 512 -T 1|500|tcp"
+	"50x64d16|50 conns x 64 B, depth 16|-c 50 -s 64 --depth 16|50|tcp"
+	"connrate|connection rate|--mode connrate -c 4|4|connrate"
+	"bulk|bulk 4 conns x 64 KiB|--mode bulk -c 4 -s 65536|4|tcp"
+	"idle|idle conns|--mode idle -c IDLE|IDLE|idle"
+	"udp4|udp 4 x 64 B|-u -c 4 -s 64 -t 0.2|4|udp"
+	# One socket, so socat UDP-LISTEN (one peer only) can take part.  A lost
+	# datagram costs 20 ms: xinetd drops one now and then (see docs/udp.md).
+	"udp1|udp 1 x 64 B|-u -c 1 -s 64 -t 0.02|1|udp"
+)
+
+# Sets PICK (scenario keys), CANDIDATES (servers) and REPS for suite $1.
+suite() {
+	case $1 in
+	matrix)
+		PICK=(1x64 50x128 500x512 50x64d16 connrate bulk idle udp4)
+		CANDIDATES=(echod-iterative echod-threads echod-epoll echod-uring echod
+			socat ncat xinetd node go)
+		REPS=${REPS:-1} ;;
+	uring-vs-epoll)
+		PICK=(1x64 50x128 500x512 50x64d16)
+		CANDIDATES=(echod-uring echod-epoll)
+		REPS=${REPS:-3} ;;
+	udp)
+		PICK=(udp1)
+		CANDIDATES=(echod socat-listen socat xinetd)
+		REPS=${REPS:-3} ;;
+	*)
+		echo "usage: bench/run.sh [matrix|uring-vs-epoll|udp]" >&2
+		exit 2 ;;
+	esac
+}
+
+scenario() { # KEY: the scenario's table line
+	local s
+	for s in "${SCENARIOS[@]}"; do
+		[ "${s%%|*}" = "$1" ] && echo "$s" && return 0
+	done
+	return 1
+}
+
 # ---------------------------------------------------------------- peers
 
 need() { # need COMMAND PACKAGE: true when COMMAND exists, installing PACKAGE as root
@@ -78,10 +146,13 @@ need() { # need COMMAND PACKAGE: true when COMMAND exists, installing PACKAGE as
 	command -v "$1" >/dev/null
 }
 
-write_xinetd_conf() { # PORT UDP_PORT
+# xinetd's internal echo for KIND (tcp or udp) on PORT.  xinetd finds internal
+# services by name ("echo").  No USERID or HOST logging and no libwrap: any of
+# them would look the client up.  The log goes to a file nobody reads.
+write_xinetd_conf() { # KIND PORT
+	local type=stream wait=no
+	[ "$1" = udp ] && type=dgram wait=yes
 	cat >"$TMP/xinetd.conf" <<CONF
-# Internal echo only (xinetd finds internal services by name: "echo").  No USERID or HOST logging (either would look the
-# client up); the log goes to a file nobody reads.
 defaults
 {
 	log_type        = FILE $TMP/xinetd.log
@@ -94,26 +165,14 @@ defaults
 service echo
 {
 	type            = INTERNAL UNLISTED
-	id              = echo-stream
-	socket_type     = stream
-	protocol        = tcp
-	wait            = no
-	user            = root
-	bind            = 127.0.0.1
-	port            = $1
-	log_on_success  =
-	log_on_failure  =
-}
-service echo
-{
-	type            = INTERNAL UNLISTED
-	id              = echo-dgram
-	socket_type     = dgram
-	protocol        = udp
-	wait            = yes
+	id              = echo-$type
+	socket_type     = $type
+	protocol        = $1
+	wait            = $wait
 	user            = root
 	bind            = 127.0.0.1
 	port            = $2
+	flags           = NOLIBWRAP
 	log_on_success  =
 	log_on_failure  =
 }
@@ -123,149 +182,194 @@ CONF
 GO_ECHO=
 build_go() {
 	need go golang-go || return 1
-	(cd "$HERE/peers" && GOPROXY=off GOFLAGS= GOCACHE="$TMP/gocache" GOPATH="$TMP/gopath" \
+	(cd "$HERE/peers" && GOPROXY=off GOFLAGS="" GOCACHE="$TMP/gocache" GOPATH="$TMP/gopath" \
 		go build -o "$TMP/echo-go" echo.go) >"$TMP/go-build.log" 2>&1 || return 1
 	GO_ECHO=$TMP/echo-go
 }
 
-ECHOD_HAS_UDP=
-"$ECHOD" --help 2>&1 | grep -q -- '--udp' && ECHOD_HAS_UDP=1
+# True when echod -m $1 starts here (the model's probe accepts this kernel).
+echod_runs() {
+	local p ok=1
+	"$ECHOD" -m "$1" -l 127.0.0.1:0 -q --grace 0 >/dev/null 2>"$TMP/probe" &
+	p=$!
+	for _ in $(seq 100); do
+		grep -q listening "$TMP/probe" && ok=0 && break
+		kill -0 $p 2>/dev/null || break
+		sleep 0.02
+	done
+	kill $p 2>/dev/null
+	wait $p 2>/dev/null
+	return $ok
+}
 
-# Which servers run: echod models the probe accepts, peers that are installed.
-SERVERS=()
-for m in iterative threads epoll uring; do
-	if "$ECHOD" -m "$m" -l 127.0.0.1:0 -q --grace 0 >/dev/null 2>"$TMP/probe" &
-	then
-		p=$!
-		for _ in $(seq 100); do grep -q listening "$TMP/probe" && break
-			kill -0 $p 2>/dev/null || break; sleep 0.02; done
-		if grep -q listening "$TMP/probe"; then SERVERS+=("echod-$m")
-		else note "echod -m $m skipped: $(head -1 "$TMP/probe")"; fi
-		kill $p 2>/dev/null; wait $p 2>/dev/null
-	fi
-done
-need socat socat && SERVERS+=(socat) || note "socat skipped: not installed, cannot install"
-need ncat ncat && SERVERS+=(ncat) || note "ncat skipped: not installed, cannot install"
-need xinetd xinetd && SERVERS+=(xinetd) || note "xinetd skipped: not installed, cannot install"
-need node nodejs && SERVERS+=(node) || note "node skipped: not installed, cannot install"
-build_go && SERVERS+=(go) || note "go skipped: golang-go missing or the build failed"
+# True when server $1 can run here; else a note says why not.
+available() {
+	local why="not installed, cannot install"
+	case $1 in
+	echod) return 0 ;;
+	echod-*) echod_runs "${1#echod-}" && return 0; why=$(head -1 "$TMP/probe") ;;
+	socat | socat-listen) need socat socat && return 0 ;;
+	ncat) need ncat ncat && return 0 ;;
+	xinetd) need xinetd xinetd && return 0 ;;
+	node) need node nodejs && return 0 ;;
+	go) build_go && return 0; why="golang-go missing or the build failed" ;;
+	esac
+	note "$1 skipped: $why"
+	return 1
+}
 
 forks() { # servers that fork a process per connection
 	case $1 in socat | ncat | xinetd) return 0 ;; esac
 	return 1
 }
 
-# Starts server $1 on PORT (and UDP_PORT); ONCE=1 asks echod for --once.
-start_server() {
-	local name=$1 port=$2 uport=$3 once=$4 cmd
+# The command line of server $1 on PORT (TCP) or UPORT (UDP, 0 for a TCP run).
+server_cmd() { # NAME PORT UPORT ONCE
+	local name=$1 port=$2 uport=$3
 	case $name in
+	echod) # UDP does not depend on --model: one UDP worker, no rate limit.
+		CMD=("$ECHOD" -m epoll -w 1 -l "127.0.0.1:$uport" -q --grace 0 --udp --udp-rate 0) ;;
 	echod-*)
-		cmd=("$ECHOD" -m "${name#echod-}" -l "127.0.0.1:$port" -q --grace 0)
-		case ${name#echod-} in epoll | uring) cmd+=(-w 1) ;; esac
-		[ "$once" = 1 ] && cmd+=(--once)
-		[ -n "$ECHOD_HAS_UDP" ] && cmd+=(--udp) ;;
+		CMD=("$ECHOD" -m "${name#echod-}" -l "127.0.0.1:$port" -q --grace 0)
+		case ${name#echod-} in epoll | uring) CMD+=(-w 1) ;; esac
+		[ "$4" = 1 ] && CMD+=(--once) ;;
+	socat-listen) CMD=(socat "UDP4-LISTEN:$uport,bind=127.0.0.1,reuseaddr" PIPE) ;;
 	socat)
 		if [ "$uport" != 0 ]; then
-			cmd=(socat "UDP4-RECVFROM:$uport,bind=127.0.0.1,reuseaddr,fork" PIPE)
+			CMD=(socat "UDP4-RECVFROM:$uport,bind=127.0.0.1,reuseaddr,fork" PIPE)
 		else
-			cmd=(socat "TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr,fork,backlog=4096" PIPE)
+			CMD=(socat "TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr,fork,backlog=4096" PIPE)
 		fi ;;
-	ncat) cmd=(ncat -n -l 127.0.0.1 "$port" -k -m 100000 --exec /bin/cat) ;;
+	ncat) CMD=(ncat -n -l 127.0.0.1 "$port" -k -m 100000 --exec /bin/cat) ;;
 	xinetd)
-		write_xinetd_conf "$port" "$uport"
-		cmd=(xinetd -dontfork -filelog "$TMP/xinetd-own.log" -f "$TMP/xinetd.conf" \
+		if [ "$uport" != 0 ]; then write_xinetd_conf udp "$uport"
+		else write_xinetd_conf tcp "$port"; fi
+		CMD=(xinetd -dontfork -filelog "$TMP/xinetd-own.log" -f "$TMP/xinetd.conf" \
 			-pidfile "$TMP/xinetd.pid") ;;
-	node) cmd=(node "$HERE/peers/echo.js" "$port" "$uport") ;;
-	go) cmd=("$GO_ECHO" -port "$port" -udp "$uport") ;;
+	node) CMD=(node "$HERE/peers/echo.js" "$port" "$uport") ;;
+	go) CMD=("$GO_ECHO" -port "$port" -udp "$uport") ;;
 	esac
-	setsid $PIN_SERVER "${cmd[@]}" </dev/null >"$TMP/server.log" 2>&1 &
+}
+
+# Starts server $1 in a session of its own (so stop_server kills its tree)
+# and waits until it listens; sets SERVER_PID.
+start_server() { # NAME PORT UPORT ONCE
+	local kind=tcp port=$2
+	[ "$3" != 0 ] && kind=udp port=$3
+	server_cmd "$@"
+	# shellcheck disable=SC2086 # PIN_SERVER is empty or a command and its arguments
+	setsid $PIN_SERVER "${CMD[@]}" </dev/null >"$TMP/server.log" 2>&1 &
 	SERVER_PID=$!
+	$LIB waitport "$kind" "$port" 10 && return 0
+	stop_server "$SERVER_PID"
+	SERVER_PID=
+	return 1
 }
 
-# ---------------------------------------------------------------- scenarios
+# ---------------------------------------------------------------- one run
 
-# name | echoc arguments | connections | transport
-SCENARIOS=(
-	"1 conn x 64 B|-c 1 -s 64|1|tcp"
-	"50 conns x 128 B|-c 50 -s 128|50|tcp"
-	"500 conns x 512 B|-c 500 -s 512 -T 1|500|tcp"
-	"50 conns x 64 B, depth 16|-c 50 -s 64 --depth 16|50|tcp"
-	"connection rate|--mode connrate -c 4|4|connrate"
-	"bulk 4 conns x 64 KiB|--mode bulk -c 4 -s 65536|4|tcp"
-	"idle conns|--mode idle -c IDLE|IDLE|idle"
-	"udp 4 x 64 B|-u -c 4 -s 64 -t 0.2|4|udp"
-)
-
-# Whether server $1 takes part in scenario kind $2 with $3 connections.
+# Whether server $1 takes part in a scenario of kind $2 with $3 connections.
 applies() {
-	case $2 in
-	udp)
-		case $1 in echod-*) [ -n "$ECHOD_HAS_UDP" ] ;; ncat) return 1 ;; *) return 0 ;; esac
-		return ;;
-	esac
-	# iterative serves one client at a time: only the one-connection runs.
-	[ "$1" = echod-iterative ] && [ "$3" != 1 ] && [ "$2" != connrate ] && return 1
-	return 0
-}
-
-run_one() { # SCENARIO_NAME ARGS CONNS KIND SERVER
-	local sc=$1 args=$2 conns=$3 kind=$4 srv=$5 port uport=0 once=0 warm=$WARM extra=() note=""
-	port=$($LIB freeport tcp)
-	if [ "$kind" = udp ]; then
-		uport=$($LIB freeport udp)
-		[ "${srv#echod-}" != "$srv" ] && uport=$port
-	fi
-	if [ "$kind" = connrate ]; then
-		case $srv in echod-*) once=1 extra=(--once) note="--once" ;;
-		*) note="client closes first" ;; esac
-	fi
-	if [ "$kind" = idle ]; then
-		conns=$IDLE_CONNS
-		forks "$srv" && conns=$FORK_IDLE_CONNS && note="forking server: $conns conns"
-		args=${args/IDLE/$conns}
-		warm=$IDLE_WARM
-	fi
-	start_server "$srv" "$port" "$uport" "$once"
-	if ! $LIB waitport "$([ "$kind" = udp ] && echo udp || echo tcp)" \
-		"$([ "$kind" = udp ] && echo "$uport" || echo "$port")" 10; then
-		note "$srv did not start for '$sc': $(head -c 200 "$TMP/server.log")"
-		stop_server "$SERVER_PID"; SERVER_PID=
+	if [ "$2" = udp ]; then
+		case $1 in
+		echod | socat | xinetd | node | go) return 0 ;;
+		socat-listen) [ "$3" = 1 ] ;; # it answers one peer only
+		*) return 1 ;;
+		esac
 		return
 	fi
-	local target=127.0.0.1:$port
+	case $1 in
+	echod | socat-listen) return 1 ;; # UDP only
+	# iterative serves one client at a time: only the one-connection runs.
+	echod-iterative) [ "$3" = 1 ] || [ "$2" = connrate ] ;;
+	*) return 0 ;;
+	esac
+}
+
+# Adjusts the caller's conns, args, warm, extra and note for kind $1 and server $2.
+adjust() {
+	case $1 in
+	connrate)
+		case $2 in echod-*) once=1 extra=(--once) note="--once" ;;
+		*) note="client closes first" ;; esac ;;
+	idle)
+		conns=$IDLE_CONNS
+		forks "$2" && conns=$FORK_IDLE_CONNS && note="forking server: $conns conns"
+		args=${args/IDLE/$conns}
+		warm=$IDLE_WARM ;;
+	esac
+}
+
+run_one() { # KEY SERVER
+	local key title args conns kind srv=$2 once=0 warm=$WARM extra=() note=""
+	local port uport=0 target t0 rc rss0 cpu0 cpu1 rss_mid nprocs
+	IFS='|' read -r key title args conns kind <<<"$(scenario "$1")"
+	adjust "$kind" "$srv"
+	port=$($LIB freeport tcp)
+	[ "$kind" = udp ] && uport=$($LIB freeport "$([ "$srv" = echod ] && echo both || echo udp)")
+	if ! start_server "$srv" "$port" "$uport" "$once"; then
+		note "$srv did not start for '$title': $(head -c 200 "$TMP/server.log")"
+		return
+	fi
+	target=127.0.0.1:$port
 	[ "$kind" = udp ] && target=127.0.0.1:$uport
 	read -r _ rss0 _ <<<"$($LIB proc "$SERVER_PID")"
-	# Sample the server's CPU where the measured window starts, its memory halfway.
-	(
-	 sleep "$warm"; $LIB proc "$SERVER_PID" >"$TMP/cpu0"
-	 sleep "$(echo "$DUR / 2" | bc -l)"; $LIB proc "$SERVER_PID" >"$TMP/mid") &
+	# The sampler and echoc start together: CPU where the window starts and
+	# ends, memory halfway.
+	t0=$EPOCHREALTIME
+	$LIB sample "$SERVER_PID" "$t0" "$warm" "$DUR" >"$TMP/samples" &
 	local sampler=$!
+	# shellcheck disable=SC2086 # args is a word list on purpose
 	timeout 120 $PIN_LOAD "$ECHOC" bench --json -d "$DUR" --warmup "$warm" $args \
 		"${extra[@]}" "$target" >"$TMP/result.json" 2>"$TMP/echoc.err"
-	local rc=$?
+	rc=$?
 	wait $sampler
-	read -r cpu1 _ _ <<<"$($LIB proc "$SERVER_PID")"
-	read -r cpu0 _ _ <"$TMP/cpu0"
-	read -r _ rss_mid nprocs <"$TMP/mid"
-	stop_server "$SERVER_PID"; SERVER_PID=
+	{ read -r cpu0 _ _; read -r _ rss_mid nprocs; read -r cpu1 _ _; } <"$TMP/samples"
+	stop_server "$SERVER_PID"
+	SERVER_PID=
 	[ $rc != 0 ] && note="$note exit $rc: $(head -1 "$TMP/echoc.err")"
-	$LIB row "$TMP/result.json" "$sc" "$srv" "$conns" "$cpu0" "$cpu1" "$rss0" "$rss_mid" \
+	$LIB row "$TMP/result.json" "$title" "$srv" "$conns" "$cpu0" "$cpu1" "$rss0" "$rss_mid" \
 		"$nprocs" "$note" >>"$TSV"
-	tail -1 "$TSV" | cut -f1-5,9- >&2
+	tail -1 "$TSV" | cut -f1-6,9- >&2
+}
+
+# ---------------------------------------------------------------- the run
+
+# Fills RUNS with "KEY|SERVER", repetition by repetition, servers alternating;
+# prints the planned time.
+plan() {
+	local key srv conns kind warm secs=0
+	RUNS=() UDP_RUNS=
+	for key in "${PICK[@]}"; do
+		IFS='|' read -r _ _ _ conns kind <<<"$(scenario "$key")"
+		warm=$WARM
+		[ "$kind" = idle ] && warm=$IDLE_WARM
+		for _ in $(seq "$REPS"); do
+			for srv in "${SERVERS[@]}"; do
+				applies "$srv" "$kind" "$conns" || continue
+				RUNS+=("$key|$srv")
+				[ "$kind" = udp ] && UDP_RUNS=1
+				secs=$(echo "$secs + $warm + $DUR + $RUN_OVERHEAD" | bc)
+			done
+		done
+	done
+	echo "bench: $SUITE: ${#RUNS[@]} runs, planned about ${secs%.*} s" >&2
 }
 
 machine_facts() {
-	echo "# echod benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')${QUICK:+ (QUICK)}"
+	echo "# echod benchmark: $SUITE, $(date -u '+%Y-%m-%d %H:%M UTC')${QUICK:+ (QUICK)}"
 	echo
 	echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores"
 	echo "- kernel: $(uname -srm)"
 	echo "- echod: $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)"
 	echo "- peers: socat $(socat -V 2>/dev/null | sed -n 2p | awk '{print $3}'), ncat $(ncat --version 2>&1 | awk '{print $3; exit}'), xinetd $(xinetd -version 2>&1 | awk '{print $1; exit}'), node $(node --version 2>/dev/null), $(go version 2>/dev/null | awk '{print $3}')"
-	echo "- pinning: server ${PIN_SERVER:-none}, load ${PIN_LOAD:-none}; echod epoll/uring with -w 1 (one CPU)"
+	echo "- load: echoc bench; pinning: server ${PIN_SERVER:-none}, load ${PIN_LOAD:-none}; echod epoll/uring with -w 1 (one CPU)"
 	echo "- each run: ${WARM} s warm-up (idle: ${IDLE_WARM} s) then ${DUR} s measured; a fresh server per run"
+	echo "- repetitions: $REPS, servers alternating; with more than one, each figure is the median [min-max]"
 	echo "- CPU per message: server utime+stime (whole process tree) over the measured window / messages"
 	echo "- memory: VmRSS summed over the server's processes halfway through; per connection = (that - before) / connections"
 	echo "- MB/s and messages/s count echoed payload; latency from send (or schedule) to the last byte of the echo"
+	[ -n "$UDP_RUNS" ] && echo "- udp: echod is -m epoll -w 1 --udp --udp-rate 0 (its UDP path is the same for every model); socat-listen is UDP-LISTEN (one peer), socat is UDP-RECVFROM,fork (a process per datagram)"
 	echo
 	for n in "${NOTES[@]}"; do echo "- note: $n"; done
 	echo
@@ -274,25 +378,24 @@ machine_facts() {
 }
 
 main() {
+	local run t0=$SECONDS
+	suite "$SUITE"
+	SERVERS=()
+	for srv in "${CANDIDATES[@]}"; do available "$srv" && SERVERS+=("$srv"); done
+	plan
 	mkdir -p "$OUT"
-	TSV=$OUT/bench-$STAMP.tsv
+	TSV=$OUT/$SUITE-$STAMP.tsv
 	: >"$TSV"
-	local t0=$SECONDS
-	for s in "${SCENARIOS[@]}"; do
-		IFS='|' read -r sc args conns kind <<<"$s"
-		for srv in "${SERVERS[@]}"; do
-			applies "$srv" "$kind" "$conns" || continue
-			run_one "$sc" "$args" "$conns" "$kind" "$srv"
-		done
-	done
-	[ -z "$ECHOD_HAS_UDP" ] && note "udp: this echod has no --udp yet; only peers measured"
-	note "ncat: not run for UDP (not attempted)"
-	note "echod-iterative: only the one-connection scenarios (it serves one client at a time)"
+	for run in "${RUNS[@]}"; do run_one "${run%%|*}" "${run#*|}"; done
+	if [ "$SUITE" = matrix ]; then
+		note "ncat: not run for UDP (not attempted)"
+		note "echod-iterative: only the one-connection scenarios (it serves one client at a time)"
+	fi
 	note "total run time $((SECONDS - t0)) s"
 	machine_facts >"$TMP/facts.md"
-	$LIB report "$TSV" "$OUT/bench-$STAMP.md" "$OUT/bench-$STAMP.png" "$TMP/facts.md"
-	cp "$OUT/bench-$STAMP.md" "$OUT/latest.md"
-	echo "bench: wrote $OUT/bench-$STAMP.md" >&2
+	$LIB report "$TSV" "$OUT/$SUITE-$STAMP.md" "$OUT/$SUITE-$STAMP.png" "$TMP/facts.md"
+	cp "$OUT/$SUITE-$STAMP.md" "$OUT/latest-$SUITE.md"
+	echo "bench: wrote $OUT/$SUITE-$STAMP.md" >&2
 }
 
 main "$@"

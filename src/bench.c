@@ -87,6 +87,7 @@ struct counters {
 
 struct bench {
 	struct bench_cfg cfg;
+	int probe_fd; /* -u: the probed socket, which connection 0 goes on with */
 	_Atomic int phase;
 	_Atomic int live_workers;
 	_Atomic unsigned error_lines, mismatch_lines;
@@ -819,20 +820,44 @@ static void udp_expire(struct worker *w, struct bconn *c, uint64_t now)
 	udp_send(w, c, now);
 }
 
-static void udp_open(struct worker *w, struct bconn *c)
+/*
+ * Connection 0 goes on with the socket the probe used: a server that locks
+ * onto the first source port it hears from (socat UDP-LISTEN) keeps
+ * answering it.  Only worker 0 holds connection 0, so nothing races here.
+ */
+static int take_probe(struct bench *b, const struct bconn *c)
+{
+	int fd = b->probe_fd;
+
+	if (c->id != 0)
+		return -1;
+	b->probe_fd = -1;
+	return fd;
+}
+
+/* A new connected UDP socket in c->fd; on failure c is failed and counted. */
+static int udp_connect(struct worker *w, struct bconn *c)
 {
 	const struct bench_cfg *cfg = w->cfg;
 	int fd = new_socket(cfg);
 
 	if (fd < 0) {
 		conn_error(w, c, "socket", -fd);
-		return;
+		return fd;
 	}
 	c->fd = fd;
 	if (connect(fd, (struct sockaddr *)&cfg->addr, cfg->addrlen) < 0) {
 		conn_error(w, c, "connect", errno);
-		return;
+		return -1;
 	}
+	return 0;
+}
+
+static void udp_open(struct worker *w, struct bconn *c)
+{
+	c->fd = take_probe(w->b, c);
+	if (c->fd < 0 && udp_connect(w, c) < 0)
+		return;
 	set_events(w, c, EPOLLIN, EPOLL_CTL_ADD);
 	c->st = CS_RUNNING;
 	count(&w->ct.open, 1);
@@ -1144,9 +1169,12 @@ static int probe_udp(int fd, const struct bench_cfg *c)
 /*
  * One connection (TCP) or one echoed datagram (UDP) before the run, so an
  * absent server costs one line and exit status 1, not a flood of errors.
+ * The UDP socket is kept in b->probe_fd for connection 0: a probe from a
+ * port of its own would look like a second peer to the server.
  */
-static int probe_server(const struct bench_cfg *c, char *err, size_t errlen)
+static int probe_server(struct bench *b, char *err, size_t errlen)
 {
+	const struct bench_cfg *c = &b->cfg;
 	int fd = new_socket(c), rc = 0;
 
 	if (fd < 0) {
@@ -1157,10 +1185,13 @@ static int probe_server(const struct bench_cfg *c, char *err, size_t errlen)
 		rc = -errno;
 	if (!rc)
 		rc = c->udp ? probe_udp(fd, c) : probe_tcp(fd, c);
-	close(fd);
 	if (rc < 0)
 		snprintf(err, errlen, "%s %s: %s", c->udp ? "udp echo from" : "connect", c->target,
 			 rc == -ETIMEDOUT && c->udp ? "no answer" : strerror(-rc));
+	if (rc == 0 && c->udp)
+		b->probe_fd = fd;
+	else
+		close(fd);
 	return rc;
 }
 
@@ -1452,10 +1483,12 @@ out_free:
 }
 
 /* Everything that can stop the run before it starts: one line, exit status 1. */
-static int preflight(const struct bench_cfg *c, FILE **hist_out, char *err, size_t errlen)
+static int preflight(struct bench *b, FILE **hist_out, char *err, size_t errlen)
 {
+	const struct bench_cfg *c = &b->cfg;
+
 	if (raise_nofile(c->conns, err, errlen) < 0 || check_ports(c, err, errlen) < 0 ||
-	    probe_server(c, err, errlen) < 0)
+	    probe_server(b, err, errlen) < 0)
 		return -1;
 	if (c->hist_path && !(*hist_out = fopen(c->hist_path, "w"))) {
 		snprintf(err, errlen, "--hist %s: %s", c->hist_path, strerror(errno));
@@ -1473,6 +1506,7 @@ int bench_main(int argc, char **argv)
 
 	if (!b)
 		return EXIT_FAIL;
+	b->probe_fd = -1;
 	switch (parse_args(&b->cfg, argc, argv, err, sizeof(err))) {
 	case OPTS_HELP:
 	case OPTS_VERSION:
@@ -1484,13 +1518,15 @@ int bench_main(int argc, char **argv)
 		rc = EXIT_USAGE;
 		break;
 	default:
-		if (preflight(&b->cfg, &hist_out, err, sizeof(err)) < 0) {
+		if (preflight(b, &hist_out, err, sizeof(err)) < 0) {
 			fprintf(stderr, "echoc: bench: %s\n", err);
 			rc = EXIT_FAIL;
 			break;
 		}
 		rc = run(b, hist_out);
 	}
+	if (b->probe_fd >= 0) /* the workers never started */
+		close(b->probe_fd);
 	free(b);
 	return rc;
 }

@@ -19,9 +19,13 @@ JSON_FIELDS = ("mode", "conns", "size", "depth", "duration_s", "messages", "mess
 
 
 class Peer:
-    """A Python echo server on 127.0.0.1:0 (TCP or UDP), optionally corrupting one byte."""
+    """A Python echo server on 127.0.0.1:0 (TCP or UDP), optionally corrupting one byte.
 
-    def __init__(self, udp=False, corrupt_at=None):
+    first_peer_only makes the UDP server answer only the first address it hears from, as
+    socat UDP-LISTEN does.
+    """
+
+    def __init__(self, udp=False, corrupt_at=None, first_peer_only=False):
         kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
         self.sock = socket.socket(socket.AF_INET, kind)
         self.sock.bind(("127.0.0.1", 0))
@@ -29,6 +33,7 @@ class Peer:
         if not udp:
             self.sock.listen(16)
         self.corrupt_at = corrupt_at
+        self.first_peer_only = first_peer_only
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.serve_udp if udp else self.serve_tcp,
                                        daemon=True)
@@ -70,12 +75,15 @@ class Peer:
                     return
 
     def serve_udp(self):
+        first = None
         while not self.stop.is_set():
             try:
                 data, addr = self.sock.recvfrom(65536)
             except socket.timeout:
                 continue
-            self.sock.sendto(data, addr)
+            first = first or addr
+            if addr == first or not self.first_peer_only:
+                self.sock.sendto(data, addr)
 
     def close(self):
         self.stop.set()
@@ -150,6 +158,14 @@ def test_bench_udp_counts_loss_and_order(run_echoc, peer):
     dg = report["datagrams"]
     assert dg["sent"] >= report["messages"]
     assert dg["duplicates"] == 0
+
+
+def test_bench_udp_probe_does_not_steal_a_one_peer_server(run_echoc, peer):
+    # The probe datagram goes out from the socket the run then uses.
+    p = peer(udp=True, first_peer_only=True)
+    res, report = bench(run_echoc, "-u", "-d", "1", "-c", "1", "-t", "0.2", p.target)
+    assert_clean(res, report)
+    assert report["datagrams"]["lost"] == 0
 
 
 def test_bench_reports_corrupted_byte(run_echoc, peer):

@@ -92,14 +92,19 @@ enum op {
 #define UD_GEN(ud)	 ((uint32_t)((ud) >> 8) & 0xffffff)
 #define UD_IDX(ud)	 ((uint32_t)((ud) >> 32))
 
-#define RING_ENTRIES   1024
-#define CQ_ENTRIES     (8 * RING_ENTRIES) /* multishot posts many per SQE */
-#define BUF_GROUP      0
-#define STREAM_BUF_MAX 4096 /* a page per read is plenty for an echo */
+#define RING_ENTRIES 1024
+#define CQ_ENTRIES   (8 * RING_ENTRIES) /* multishot posts many per SQE */
+#define BUF_GROUP    0
+/*
+ * Provided buffers are --buffer bytes (16 KiB by default), up to this: a bulk
+ * sender's sized read then takes as much as epoll's recv, and its echo goes
+ * out in as few segments.  Small messages touch only the first page of each.
+ */
+#define STREAM_BUF_MAX (64u << 10)
 #define BUFS_DEFAULT   1024
-#define BUFS_BYTES_MAX (64u << 20) /* per worker */
-#define SCAN_MS	       50	   /* timer granularity: idle, drain, grace, pauses, stuck sends */
-#define EXIT_SLACK_MS  1000	   /* after the grace: wait this long for cancels */
+#define BUFS_BYTES_MAX (4u << 20) /* per worker: the ring is cycled, so all of it is touched */
+#define SCAN_MS	       50	  /* timer granularity: idle, drain, grace, pauses, stuck sends */
+#define EXIT_SLACK_MS  1000	  /* after the grace: wait this long for cancels */
 #define NOBUF	       (-1)
 #define POOL_MAX       64 /* free private buffers a worker keeps, and --buffer times this in bytes */
 
@@ -134,6 +139,7 @@ struct uconn {
 	uint32_t slen;		 /* its length */
 	struct spill own;	 /* the rest of the echo, after sbid's bytes */
 	uint64_t send_ms;	 /* when the send from sbid started */
+	uint64_t send_batch;	 /* and in which batch */
 	uint64_t last_ms;	 /* last progress, for --idle-timeout */
 	uint64_t drain_deadline; /* 0: not draining */
 	uint32_t next_free;
@@ -180,7 +186,8 @@ struct worker {
 	bool full;
 	uint64_t pause_until;
 	bool stopping;
-	uint64_t now; /* ms, read once per batch */
+	uint64_t now;	/* ms, read once per batch */
+	uint64_t batch; /* batches run, to tell a send queued in this one */
 	uint64_t grace_deadline, next_scan;
 };
 
@@ -398,7 +405,7 @@ static void arm_recv(struct worker *w, uint32_t idx)
 	size_t room = conn_room(&u->c);
 
 	u->rlen = 0;
-	if (conn_pending_bytes(&u->c) || u->sized) {
+	if (u->sized) {
 		u->rlen = (uint32_t)(room < w->buf_bytes ? room : w->buf_bytes);
 		io_uring_prep_recv(sqe, u->fd, NULL, u->rlen, 0);
 	} else {
@@ -557,6 +564,7 @@ static void send_next(struct worker *w, uint32_t idx)
 	if (u->sbid != NOBUF) {
 		prep_send(w, idx, buf_at(w, u->sbid), u->slen);
 		u->send_ms = w->now;
+		u->send_batch = w->batch;
 		w->nring_sends++;
 	} else if (s->len) {
 		/* Move down now, so bytes arriving during the send rarely need a new buffer. */
@@ -702,7 +710,12 @@ static void advance(struct worker *w, uint32_t idx)
 		return;
 	}
 	send_next(w, idx);
-	if (conn_backpressured(&u->c))
+	/*
+	 * A send queued in this batch has not been tried yet: most complete at
+	 * once (a bulk sender reaches backpressure at every full buffer), and
+	 * one that does not is unpinned by scan() within 2 * SCAN_MS.
+	 */
+	if (conn_backpressured(&u->c) && u->send_batch != w->batch)
 		unpin(w, idx);
 	maybe_shutdown(w, u);
 	if (conn_done(&u->c)) {
@@ -1053,6 +1066,7 @@ static int run_batch(struct worker *w)
 	if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY)
 		return rc;
 	w->now = clock_now_ms();
+	w->batch++;
 	io_uring_for_each_cqe(&w->ring, head, cqe)
 	{
 		handle(w, cqe);

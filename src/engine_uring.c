@@ -405,7 +405,7 @@ static void arm_recv(struct worker *w, uint32_t idx)
 	size_t room = conn_room(&u->c);
 
 	u->rlen = 0;
-	if (u->sized) {
+	if (conn_pending_bytes(&u->c) || u->sized) {
 		u->rlen = (uint32_t)(room < w->buf_bytes ? room : w->buf_bytes);
 		io_uring_prep_recv(sqe, u->fd, NULL, u->rlen, 0);
 	} else {

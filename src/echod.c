@@ -81,11 +81,15 @@ static void *signal_main(void *arg)
  * Blocks SIGTERM and SIGINT in every thread (main's mask is inherited) and
  * starts the thread that waits for them.  Returns the stop pipe's read end.
  */
-static int start_signal_thread(struct stopper *st)
+static int start_signal_thread(struct stopper *st, const struct server *srv)
 {
 	pthread_t tid;
 	int p[2];
 
+	st->srv = srv;
+	st->grace_ms = srv->cfg->grace_ms;
+	st->listening = false;
+	pthread_mutex_init(&st->lock, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	sigemptyset(&st->set);
 	sigaddset(&st->set, SIGTERM);
@@ -241,11 +245,7 @@ int main(int argc, char **argv)
 	srv.cfg = &cfg;
 	srv.workers = worker_count(&cfg, e);
 	atomic_init(&srv.nconns, 0);
-	st.grace_ms = cfg.grace_ms;
-	st.srv = &srv;
-	st.listening = false;
-	pthread_mutex_init(&st.lock, NULL);
-	srv.stop_fd = start_signal_thread(&st);
+	srv.stop_fd = start_signal_thread(&st, &srv);
 	open_listeners(&srv, &cfg);
 	udp = open_udp(&srv);
 	mark_listening(&st, true);

@@ -55,7 +55,7 @@ static double seconds(int ms)
 }
 
 /* Writes all n bytes to standard output.  Returns 0, or -1 after saying why. */
-static int write_out(const char *p, size_t n)
+int echoc_write_out(const char *p, size_t n)
 {
 	int rc = net_write_all(STDOUT_FILENO, p, n);
 
@@ -115,7 +115,7 @@ static int recv_some(const struct session *s, struct exchange *x)
 	if (memcmp(buf, x->msg + x->got, (size_t)n))
 		x->differs = true;
 	x->got += (size_t)n;
-	return write_out(buf, (size_t)n);
+	return echoc_write_out(buf, (size_t)n);
 }
 
 static void report_exchange_timeout(const struct session *s, const struct exchange *x)
@@ -179,7 +179,7 @@ static int expect_close(const struct session *s)
 		      seconds(s->timeout_ms));
 	else if (n < 0)
 		warnx("receive from %s: %s", s->peer, strerror((int)-n));
-	else if (write_out(buf, (size_t)n) == 0)
+	else if (echoc_write_out(buf, (size_t)n) == 0)
 		warnx("echo differs from what was sent: it is longer");
 	return -1;
 }

@@ -39,18 +39,6 @@ struct dsession {
 	char buf[RECV_MAX];
 };
 
-static int write_all(const char *p, size_t n)
-{
-	int rc = net_write_all(STDOUT_FILENO, p, n);
-
-	if (rc < 0) {
-		errno = -rc;
-		warn("write to standard output");
-		return -1;
-	}
-	return 0;
-}
-
 /* Sends one datagram.  Returns 0, or -1 after saying why. */
 static int send_dgram(const struct dsession *s, const char *p, size_t len)
 {
@@ -114,7 +102,7 @@ static int exchange(struct dsession *s, const char *msg, size_t len)
 		}
 		n = recv_dgram(s);
 	}
-	if (n < 0 || write_all(s->buf, (size_t)n) < 0)
+	if (n < 0 || echoc_write_out(s->buf, (size_t)n) < 0)
 		return -1;
 	if ((size_t)n != len || memcmp(s->buf, msg, len)) {
 		warnx("echo differs from what was sent");
@@ -229,7 +217,7 @@ static int pipe_send(struct dsession *s, struct window *w)
 static int pipe_flush(struct window *w)
 {
 	while (w->count && slot(w, 0)->echoed) {
-		if (write_all(slot(w, 0)->data, slot(w, 0)->len) < 0)
+		if (echoc_write_out(slot(w, 0)->data, slot(w, 0)->len) < 0)
 			return -1;
 		w->head = (w->head + 1) % ECHOC_UDP_WINDOW;
 		w->count--;

@@ -112,13 +112,7 @@ class Server:
 
     def connect(self, timeout=5.0):
         """A blocking TCP socket connected to the first listener."""
-        host, port = self.target.rsplit(":", 1)
-        host = host.strip("[]")
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        s = socket.socket(family, socket.SOCK_STREAM)
-        s.settimeout(timeout)
-        s.connect((host, int(port)))
-        return s
+        return connect_to(self.target, timeout)
 
     def signal(self, sig):
         self.proc.send_signal(sig)

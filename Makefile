@@ -39,35 +39,41 @@ ALL_CFLAGS += -DHAVE_LIBURING
 URING_LIBS  = -luring
 endif
 
-COMMON = net conn config log metrics
-ECHOD  = echod engine engine_iterative engine_threads engine_epoll engine_uring privs $(COMMON)
-ECHOC  = echoc bench hist $(COMMON)
-UNIT   = conn net config hist bench
+# The source tree shows the two programs: src/echod/ (the server), src/echoc/
+# (the client and load generator) and src/common/ (what both use).  Each
+# program links only its own modules and the common ones.
+COMMON = common/net common/config
+ECHOD  = $(addprefix echod/,echod engine engine_iterative engine_threads \
+           engine_epoll engine_uring privs conn log metrics udp) $(COMMON)
+ECHOC  = $(addprefix echoc/,echoc echoc_udp bench hist) $(COMMON)
+UNIT   = conn net config hist bench udp
+# Modules the unit tests link (the rest they #include whole, to reach statics).
+UNIT_OBJS = $(COMMON) echod/conn echod/log echod/metrics
 
-# UDP echo (src/udp.c) and echoc -u (src/echoc_udp.c).
-ECHOD += udp
-ECHOC += echoc_udp
-UNIT  += udp
+INCLUDES_common = -Isrc/common
+INCLUDES_echod  = -Isrc/common -Isrc/echod
+INCLUDES_echoc  = -Isrc/common -Isrc/echoc
 
 all: $(B)/echod $(B)/echoc
 
-$(B)/echod: $(ECHOD:%=$(B)/%.o)
+$(B)/echod: $(ECHOD:%=$(B)/obj/%.o)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $^ -pthread $(URING_LIBS) -lm
-$(B)/echoc: $(ECHOC:%=$(B)/%.o)
+$(B)/echoc: $(ECHOC:%=$(B)/obj/%.o)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $^ -pthread -lm
-$(B)/%.o: src/%.c | $(B)
-	$(CC) $(ALL_CFLAGS) -pthread -MMD -MP -c -o $@ $<
-$(B):
-	mkdir -p $@
--include $(wildcard $(B)/*.d)
+# Objects go to $(B)/obj/<folder>/; $(*D) is the folder (common, echod or echoc) of the object.
+$(B)/obj/%.o: src/%.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(INCLUDES_$(*D)) -pthread -MMD -MP -c -o $@ $<
+-include $(wildcard $(B)/obj/*/*.d $(B)/*.d)
 
 # Unit tests (cmocka): one binary per module, tests/unit/test_<module>.c.
 # `make unit` builds and runs them all, and fails if any of them fails.
 UNIT_BINS = $(UNIT:%=$(B)/test_%)
 
-$(B)/test_%: tests/unit/test_%.c $(COMMON:%=$(B)/%.o) | $(B)
-	$(CC) $(ALL_CFLAGS) -Isrc -pthread -MMD -MP -o $@ $< $(COMMON:%=$(B)/%.o) \
-		$(ALL_LDFLAGS) -lcmocka -pthread -lm
+$(B)/test_%: tests/unit/test_%.c $(UNIT_OBJS:%=$(B)/obj/%.o)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Isrc/common -Isrc/echod -Isrc/echoc -pthread -MMD -MP -o $@ $< \
+		$(UNIT_OBJS:%=$(B)/obj/%.o) $(ALL_LDFLAGS) -lcmocka -pthread -lm
 
 unit: $(UNIT_BINS)
 	@rc=0; for t in $(UNIT_BINS); do echo "== $$t"; $$t || rc=1; done; exit $$rc
@@ -94,7 +100,7 @@ install: all
 	install -m 644 man/echod.1 man/echoc.1 $(DESTDIR)$(PREFIX)/share/man/man1/
 
 format:
-	clang-format -i src/*.[ch] tests/unit/*.c
+	clang-format -i src/*/*.[ch] tests/unit/*.c
 
 clean:
 	rm -rf build build-*

@@ -9,8 +9,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include "../../src/bench.c"
-#include "../../src/hist.c"
+#include "../../src/echoc/bench.c"
+#include "../../src/echoc/hist.c"
 
 #define STREAM 20000
 

@@ -10,7 +10,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include "../../src/hist.c"
+#include "../../src/echoc/hist.c"
 
 #include <stdlib.h>
 

@@ -5,7 +5,7 @@
  * Includes udp.c itself (no sockets are opened) so the test links with the
  * common objects alone.
  */
-#include "../../src/udp.c"
+#include "../../src/echod/udp.c"
 
 #include <setjmp.h>
 #include <stdarg.h>

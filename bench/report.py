@@ -34,7 +34,7 @@ try:
     import charts
 except ImportError as e:  # python3-matplotlib missing
     charts = None
-    CHARTS_MISSING = str(e)
+    CHARTS_MISSING = f"{e} (in {sys.executable})"
 
 PLOT_PACKAGE = "python3-matplotlib"
 

@@ -211,7 +211,7 @@ def latency_chart(chart_id, title, lines, colour_of, note, name):
 
 
 def svg(fig, chart_id, name):
-    """The figure as one inline <svg> element with an id and name as its title and accessible name."""
+    """The figure as one inline <svg> element, with an id and name as its title."""
     buf = io.BytesIO()
     with matplotlib.rc_context({"svg.hashsalt": chart_id}):
         fig.savefig(buf, format="svg", metadata={"Date": None})

@@ -227,7 +227,8 @@ def uring_vs_epoll(groups):
     if not out:
         return None
     return ("uring against epoll (medians)",
-            ["scenario", "messages/s, uring / epoll", "server CPU per message, uring vs epoll"], out)
+            ["scenario", "messages/s, uring / epoll", "server CPU per message, uring vs epoll"],
+            out)
 
 
 def summaries(groups):

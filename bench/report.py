@@ -110,7 +110,7 @@ def kind(runs):
 
 # ---------------------------------------------------------------- figures
 
-class Figure:
+class Metric:
     """A figure drawn as one bar per server: its name, axis, direction and where it comes from."""
 
     def __init__(self, key, title, axis, higher, get):
@@ -121,16 +121,21 @@ def json_field(name):
     return lambda r: (r.json or {}).get(name)
 
 
+def rate(r):
+    return r.messages_per_s
+
+
 THROUGHPUT = {
-    "pingpong": Figure("rate", "messages per second", "messages/s", True, lambda r: r.messages_per_s),
-    "udp": Figure("rate", "datagrams per second", "datagrams echoed/s", True, lambda r: r.messages_per_s),
-    "connrate": Figure("rate", "connections per second", "connections/s (one echo each)", True,
-                       lambda r: r.messages_per_s),
-    "bulk": Figure("rate", "throughput", "MB/s of echoed payload", True, json_field("mbytes_per_s")),
-    "idle": Figure("rss", "memory per idle connection", "RSS growth per connection, KiB", False,
+    "pingpong": Metric("rate", "messages per second", "messages/s", True, rate),
+    "udp": Metric("rate", "datagrams per second", "datagrams echoed/s", True, rate),
+    "connrate": Metric("rate", "connections per second", "connections/s (one echo each)", True,
+                       rate),
+    "bulk": Metric("rate", "throughput", "MB/s of echoed payload", True,
+                   json_field("mbytes_per_s")),
+    "idle": Metric("rss", "memory per idle connection", "RSS growth per connection, KiB", False,
                    lambda r: r.cell(7)),
 }
-CPU = Figure("cpu", "server CPU per message", "µs of server CPU per message", False,
+CPU = Metric("cpu", "server CPU per message", "µs of server CPU per message", False,
              lambda r: r.cell(5))
 
 
@@ -151,11 +156,11 @@ def problems(runs):
     return ", ".join(out)
 
 
-def bars(figure, servers):
-    """The bars of one chart, or None when no server has the figure (then no chart at all)."""
+def bars(metric, servers):
+    """(bars, the line explaining them) for one chart; (None, "") when no server has the figure."""
     out = []
     for srv, runs in servers.items():
-        vals = sorted(v for v in (figure.get(r) for r in runs if not r.failed) if v is not None)
+        vals = sorted(v for v in (metric.get(r) for r in runs if not r.failed) if v is not None)
         if not vals:
             reason = runs[0].why_failed() if all(r.failed for r in runs) else "not measured"
             out.append({"server": srv, "value": None, "problem": "no result: " + reason})
@@ -168,15 +173,15 @@ def bars(figure, servers):
     measured = [b for b in out if b["value"] is not None]
     if not measured:
         return None, ""
-    return out, label_bars(figure, measured)
+    return out, label_bars(metric, measured)
 
 
-def label_bars(figure, measured):
+def label_bars(metric, measured):
     """Marks the best clean bar, prints each value and its ratio to the best clean peer.
 
     Returns the line that explains the ratios.
     """
-    pick = max if figure.higher else min
+    pick = max if metric.higher else min
     clean = [b for b in measured if not b["problem"]]
     if clean:
         pick(clean, key=lambda b: b["value"])["best"] = True
@@ -189,14 +194,14 @@ def label_bars(figure, measured):
         b["label"] = charts.number(b["value"])
         if ref and ref["value"] > 0:
             b["label"] += f" ({charts.ratio(b['value'] / ref['value'])})"
-    better = "higher is better" if figure.higher else "lower is better"
+    better = "higher is better" if metric.higher else "lower is better"
     if not ref or ref["value"] <= 0:
         return f"{better};  ★ best"
     return f"{better};  ★ best;  (×) against {ref['server']}, the {what}"
 
 
 def read_hist(path):
-    """[(1/(1-p), latency µs)] for p from 0.5 up to (not including) 1, from an HdrHistogram text file."""
+    """[(1/(1-p), latency µs)] for 0.5 <= p < 1, from a file in HdrHistogram's text format."""
     points = []
     with open(path) as f:
         for line in f:
@@ -239,7 +244,7 @@ def scenario_charts(scenario, servers, colour_of):
     out = []
     all_runs = [r for rs in servers.values() for r in rs]
     sid = slug(scenario)
-    for fig in (THROUGHPUT[kind(all_runs)], CPU):
+    for fig in (THROUGHPUT.get(kind(all_runs), THROUGHPUT["pingpong"]), CPU):
         chart_bars, note = bars(fig, servers)
         if chart_bars is None:
             out.append((None, f"No {fig.title} figure for any server: no chart."))
@@ -249,9 +254,11 @@ def scenario_charts(scenario, servers, colour_of):
     lines = latency_lines(servers)
     if lines:
         reps = max(len(rs) for rs in servers.values())
-        note = f"of each server's {reps} runs, the one with the median messages/s" if reps > 1 else ""
+        note = f"of each server's {reps} runs, the one with the median messages/s" if reps > 1 \
+            else ""
+        name = f"{scenario}: latency by percentile"
         out.append((charts.latency_chart(f"{sid}.latency", "latency by percentile", lines,
-                                         colour_of, note, f"{scenario}: latency by percentile"), ""))
+                                         colour_of, note, name), ""))
     else:
         out.append((None, "No latency distribution (no echoc --hist file) for this scenario: "
                           "no chart."))
@@ -269,11 +276,12 @@ h3 { font-size: 1.05em; margin: 1.6em 0 0.4em; }
 ul.env { padding-left: 1.2em; margin: 0.3em 0; }
 ul.env li { margin: 0.1em 0; }
 .notes li { color: #6b4e00; }
-.key { display: flex; flex-wrap: wrap; gap: 0.4em 1.2em; margin: 0.8em 0; padding: 0; list-style: none; }
+.key { display: flex; flex-wrap: wrap; gap: 0.4em 1.2em; margin: 0.8em 0; padding: 0;
+       list-style: none; }
 .key span { display: inline-block; width: 1.6em; height: 0.9em; vertical-align: -0.1em;
             margin-right: 0.35em; border-radius: 2px; }
-.charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(400px, 1fr)); gap: 1em 1.5em;
-          align-items: start; }
+.charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(400px, 1fr));
+          gap: 1em 1.5em; align-items: start; }
 svg.chart { width: 100%; height: auto; }
 p.nochart { color: #666; font-style: italic; border: 1px dashed #bbb; padding: 0.6em; margin: 0; }
 p.missing { color: #a00; }
@@ -312,7 +320,8 @@ def environment_html(facts):
 
 
 def colour_key(colour_of):
-    items = [f'<li><span style="background: {c}"></span>{esc(s)}</li>' for s, c in colour_of.items()]
+    items = [f'<li><span style="background: {c}"></span>{esc(s)}</li>'
+             for s, c in colour_of.items()]
     return ['<ul class="key" aria-label="colour of each server">'] + items + ["</ul>"]
 
 
@@ -342,8 +351,8 @@ def page(rows, runs, facts, source):
            '<meta name="viewport" content="width=device-width, initial-scale=1"/>',
            f"<title>{esc(title)}</title>", f"<style>{CSS}</style>", "</head>", "<body>"]
     out += env
-    out += ["<nav>Scenarios: " + " ".join(f'<a href="#{slug(sc)}">{esc(sc)}</a>' for sc in scenarios)
-            + ' <a href="#tables">tables</a></nav>']
+    links = [f'<a href="#{slug(sc)}">{esc(sc)}</a>' for sc in scenarios]
+    out.append("<nav>Scenarios: " + " ".join(links) + ' <a href="#tables">tables</a></nav>')
     out.append('<h2 id="charts">Charts</h2>')
     if charts is None:
         out.append(f'<p class="missing">No charts: {esc(CHARTS_MISSING)}. They need the Debian '
@@ -370,7 +379,8 @@ def page(rows, runs, facts, source):
     for t, header, table in lib.summaries(groups):
         out.append(f"<h3>{esc(t)}</h3>")
         out += table_html(header, table)
-    out += [f"<footer>Made by bench/report.py from {esc(source)}.tsv and {esc(source)}/runs/.</footer>",
+    out += [f"<footer>Made by bench/report.py from {esc(source)}.tsv and {esc(source)}/runs/."
+            "</footer>",
             "</body>", "</html>"]
     return "\n".join(out) + "\n"
 
@@ -391,7 +401,8 @@ def screenshot(html_path, png, size):
             cmd.insert(1, "--no-sandbox")  # Chromium refuses to run as root with its sandbox
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     if r.returncode or not os.path.exists(png):
-        print(f"bench: chromium failed ({r.returncode}): {r.stderr.strip()[-500:]}", file=sys.stderr)
+        print(f"bench: chromium failed ({r.returncode}): {r.stderr.strip()[-500:]}",
+              file=sys.stderr)
         return 1
     print(f"bench: wrote {png}", file=sys.stderr)
     return 0

@@ -282,7 +282,7 @@ ul.env li { margin: 0.1em 0; }
             margin-right: 0.35em; border-radius: 2px; }
 .charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(400px, 1fr));
           gap: 1em 1.5em; align-items: start; }
-svg.chart { width: 100%; height: auto; }
+svg.chart { width: 100%; max-width: 620px; height: auto; }
 p.nochart { color: #666; font-style: italic; border: 1px dashed #bbb; padding: 0.6em; margin: 0; }
 p.missing { color: #a00; }
 table { border-collapse: collapse; margin: 0.4em 0 1em; font-size: 0.9em; }

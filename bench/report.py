@@ -342,8 +342,9 @@ def table_html(header, rows, numeric_from=1, bad=()):
     return out + ["</table>"]
 
 
-def page(rows, runs, facts, source):
+def page(rows, runs, facts, run):
     """The whole report as one HTML document (also well-formed XML, so it parses either way)."""
+    source = os.path.basename(run)
     title, env = environment_html(facts)
     scenarios = by_scenario(runs)
     servers = list(dict.fromkeys(r.server for r in runs))
@@ -357,7 +358,7 @@ def page(rows, runs, facts, source):
     if charts is None:
         out.append(f'<p class="missing">No charts: {esc(CHARTS_MISSING)}. They need the Debian '
                    f"package {PLOT_PACKAGE} (apt-get install -y {PLOT_PACKAGE}); then run "
-                   f"bench/report.py {esc(source)} again.</p>")
+                   f"bench/report.py {esc(run)} again.</p>")
     else:
         colour_of = charts.colours(servers)
         out += ["<p>One bar per server, the median of its runs (a whisker spans min to max when "
@@ -428,7 +429,7 @@ def main(argv):
         f.write(lib.markdown(rows, facts, rel))
     os.makedirs(os.path.dirname(os.path.abspath(page_path)), exist_ok=True)
     with open(page_path, "w") as f:
-        f.write(page(rows, read_runs(run, run + ".tsv"), facts, os.path.basename(run)))
+        f.write(page(rows, read_runs(run, run + ".tsv"), facts, run))
     if charts is None:
         print(f"bench: no charts in the HTML report: {CHARTS_MISSING}; install {PLOT_PACKAGE}",
               file=sys.stderr)

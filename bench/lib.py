@@ -6,8 +6,9 @@
   lib.py proc PID                  "CPU_SECONDS RSS_KB NPROCS" of PID and its descendants
   lib.py sample PID T0 WARM DUR    proc PID at T0+WARM, T0+WARM+DUR/2 and T0+WARM+DUR
   lib.py row JSON_FILE ...         one TSV row of results from echoc bench --json
-  lib.py report TSV MD PNG FACTS   the Markdown report (and a gnuplot PNG); repeated
-                                   runs of a server in a scenario become median [min-max]
+
+and the Markdown report, for bench/report.py: repeated runs of a server in a
+scenario become median [min-max].
 
 Everything is read from /proc; nothing here resolves a name.
 """
@@ -16,7 +17,6 @@ import json
 import os
 import socket
 import statistics
-import subprocess
 import sys
 import time
 
@@ -199,7 +199,7 @@ def grouped(rows):
 
 
 def best_ratios(groups):
-    """Markdown lines: echod's best model against the best peer, per scenario."""
+    """(title, header, rows): echod's best model against the best peer, per scenario; or None."""
     out = []
     for sc, servers in groups.items():
         best = {"echod": (0, ""), "peer": (0, "")}
@@ -209,72 +209,57 @@ def best_ratios(groups):
                 best[side] = (mps, srv)
         e, p = best["echod"], best["peer"]
         if e[0] and p[0]:
-            out.append(f"| {sc} | {e[1]} {e[0]:.0f} | {p[1]} {p[0]:.0f} | {e[0] / p[0]:.2f} |")
+            out.append([sc, f"{e[1]} {e[0]:.0f}", f"{p[1]} {p[0]:.0f}", f"{e[0] / p[0]:.2f}"])
     if not out:
-        return []
-    return ["## echod's best model against the best peer (median messages/s, error-free runs)",
-            "", "| scenario | echod best | peer best | ratio |", "|---|---|---|---|"] + out + [""]
+        return None
+    return ("echod's best model against the best peer (median messages/s, error-free runs)",
+            ["scenario", "echod best", "peer best", "ratio"], out)
 
 
 def uring_vs_epoll(groups):
-    """Markdown lines: uring relative to epoll (issue 4), where both ran cleanly."""
+    """(title, header, rows): uring relative to epoll, where both ran cleanly; or None."""
     out = []
     for sc, servers in groups.items():
         u, e = servers.get("echod-uring"), servers.get("echod-epoll")
         if not (u and e and u[3] and e[3] and u[1] and e[1] and u[2] and e[2]):
             continue
-        out.append(f"| {sc} | {u[1] / e[1]:.2f} | {100 * (u[2] / e[2] - 1):+.0f}% |")
+        out.append([sc, f"{u[1] / e[1]:.2f}", f"{100 * (u[2] / e[2] - 1):+.0f}%"])
     if not out:
-        return []
-    return ["## uring against epoll (medians)", "",
-            "| scenario | messages/s, uring / epoll | server CPU per message, uring vs epoll |",
-            "|---|---|---|"] + out + [""]
+        return None
+    return ("uring against epoll (medians)",
+            ["scenario", "messages/s, uring / epoll", "server CPU per message, uring vs epoll"],
+            out)
 
 
-def report(tsv, md, png, facts):
+def summaries(groups):
+    """The tables that follow the per-scenario ones, as (title, header, rows)."""
+    return [t for t in (best_ratios(groups), uring_vs_epoll(groups)) if t]
+
+
+def read_tsv(tsv):
+    """The rows of a results TSV, as lists of cells."""
     with open(tsv) as f:
-        rows = [line.rstrip("\n").split("\t") for line in f if line.strip()]
+        return [line.rstrip("\n").split("\t") for line in f if line.strip()]
+
+
+def markdown(rows, facts, html):
+    """The Markdown report: facts, one table per scenario, the ratios, a pointer to the HTML."""
     groups = grouped(rows)
-    with open(facts) as f:
-        out = [f.read(), ""]
+    out = [facts, ""]
     for sc, servers in groups.items():
         out += [f"### {sc}", "", "| server | " + " | ".join(COLS) + " |",
                 "|---" * (len(COLS) + 1) + "|"]
         out += ["| " + " | ".join(cells) + " |" for cells, _, _, _ in servers.values()]
         out.append("")
-    out += best_ratios(groups) + uring_vs_epoll(groups)
-    plot(groups, png)
-    out += [f"![messages per second]({os.path.basename(png)})", ""]
-    with open(md, "w") as f:
-        f.write("\n".join(out) + "\n")
-
-
-def plot(groups, png):
-    """A clustered bar chart of median messages/s per scenario, one bar per server (gnuplot)."""
-    servers = list(dict.fromkeys(srv for g in groups.values() for srv in g))
-    data = png + ".dat"
-    with open(data, "w") as f:
-        f.write("scenario " + " ".join(s.replace(" ", "_") for s in servers) + "\n")
-        for sc, g in groups.items():
-            f.write(sc.replace(" ", "_") + " " +
-                    " ".join(f"{g[s][1]:.0f}" if s in g and g[s][1] else "-"
-                             for s in servers) + "\n")
-    script = (f"set terminal pngcairo size 1400,600 noenhanced\nset output '{png}'\n"
-              "set style data histograms\nset style histogram clustered gap 1\n"
-              "set style fill solid border -1\nset logscale y\nset ylabel 'messages/s (log)'\n"
-              "set datafile missing '-'\nset key outside right\nset xtics rotate by -20\n"
-              f"plot for [i=2:{len(servers) + 1}] '{data}' using i:xtic(1) title columnhead\n")
-    try:
-        subprocess.run(["gnuplot"], input=script.encode(), check=True, timeout=60,
-                       capture_output=True)
-    except (OSError, subprocess.SubprocessError) as e:
-        print(f"bench: gnuplot: {e}", file=sys.stderr)
-    finally:
-        os.unlink(data)
+    for title, header, table in summaries(groups):
+        out += [f"## {title}", "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+        out += ["| " + " | ".join(r) + " |" for r in table] + [""]
+    out += [f"Charts: [{html}]({html}) (open it in a browser).", ""]
+    return "\n".join(out) + "\n"
 
 
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     rc = {"freeport": freeport, "waitport": waitport, "proc": proc, "sample": sample,
-          "row": row, "report": report}[cmd](*args)
+          "row": row}[cmd](*args)
     sys.exit(rc or 0)

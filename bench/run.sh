@@ -26,9 +26,12 @@
 # xinetd logs nothing that would make it look up a client and skips libwrap,
 # and echoc is always given 127.0.0.1, so the run never sends a DNS query.
 #
-# Writes bench/results/SUITE-DATE.md (and .png, .tsv) and latest-SUITE.md.
-# Peers that are not installed are installed with apt-get when root (before
-# the run), else skipped and named in the report.
+# Writes bench/results/SUITE-DATE.md and .tsv (the tables), SUITE-DATE/ (each
+# run's echoc JSON and latency histogram, and report.html: charts and tables,
+# see bench/report.py), latest-SUITE.md and latest.html.  Peers that are not
+# installed are installed with apt-get when root (before the run), else skipped
+# and named in the report; so is python3-matplotlib, which draws the charts
+# (without it the HTML report has the tables only).
 set -uo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -144,6 +147,18 @@ need() { # need COMMAND PACKAGE: true when COMMAND exists, installing PACKAGE as
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null 2>&1
 	fi
 	command -v "$1" >/dev/null
+}
+
+# The charts of the HTML report need matplotlib, installed as the peers are;
+# without it the report says what to install and keeps its tables.
+plotting() {
+	$PY -c 'import matplotlib' 2>/dev/null && return 0
+	if [ "$(id -u)" = 0 ]; then
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+			python3-matplotlib >/dev/null 2>&1
+	fi
+	$PY -c 'import matplotlib' 2>/dev/null && return 0
+	note "charts: python3-matplotlib is not installed (run: sudo apt-get install -y python3-matplotlib); the report has tables only"
 }
 
 # xinetd's internal echo for KIND (tcp or udp) on PORT.  xinetd finds internal
@@ -319,9 +334,10 @@ run_one() { # KEY SERVER
 	t0=$EPOCHREALTIME
 	$LIB sample "$SERVER_PID" "$t0" "$warm" "$DUR" >"$TMP/samples" &
 	local sampler=$!
+	rm -f "$TMP/result.hgrm"
 	# shellcheck disable=SC2086 # args is a word list on purpose
 	timeout 120 $PIN_LOAD "$ECHOC" bench --json -d "$DUR" --warmup "$warm" $args \
-		"${extra[@]}" "$target" >"$TMP/result.json" 2>"$TMP/echoc.err"
+		"${extra[@]}" --hist "$TMP/result.hgrm" "$target" >"$TMP/result.json" 2>"$TMP/echoc.err"
 	rc=$?
 	wait $sampler
 	{ read -r cpu0 _ _; read -r _ rss_mid nprocs; read -r cpu1 _ _; } <"$TMP/samples"
@@ -331,6 +347,15 @@ run_one() { # KEY SERVER
 	$LIB row "$TMP/result.json" "$title" "$srv" "$conns" "$cpu0" "$cpu1" "$rss0" "$rss_mid" \
 		"$nprocs" "$note" >>"$TSV"
 	tail -1 "$TSV" | cut -f1-6,9- >&2
+	keep_run_files "$(wc -l <"$TSV")"
+}
+
+# The TSV's row N keeps echoc's JSON and latency histogram as RUN/runs/N.json
+# and N.hgrm, for the HTML report (bench/report.py).
+keep_run_files() { # N
+	mv "$TMP/result.json" "$RUN/runs/$1.json"
+	[ -s "$TMP/result.hgrm" ] && mv "$TMP/result.hgrm" "$RUN/runs/$1.hgrm"
+	return 0
 }
 
 # ---------------------------------------------------------------- the run
@@ -382,9 +407,11 @@ main() {
 	suite "$SUITE"
 	SERVERS=()
 	for srv in "${CANDIDATES[@]}"; do available "$srv" && SERVERS+=("$srv"); done
+	plotting
 	plan
-	mkdir -p "$OUT"
-	TSV=$OUT/$SUITE-$STAMP.tsv
+	RUN=$OUT/$SUITE-$STAMP
+	mkdir -p "$RUN/runs"
+	TSV=$RUN.tsv
 	: >"$TSV"
 	for run in "${RUNS[@]}"; do run_one "${run%%|*}" "${run#*|}"; done
 	if [ "$SUITE" = matrix ]; then
@@ -392,10 +419,11 @@ main() {
 		note "echod-iterative: only the one-connection scenarios (it serves one client at a time)"
 	fi
 	note "total run time $((SECONDS - t0)) s"
-	machine_facts >"$TMP/facts.md"
-	$LIB report "$TSV" "$OUT/$SUITE-$STAMP.md" "$OUT/$SUITE-$STAMP.png" "$TMP/facts.md"
-	cp "$OUT/$SUITE-$STAMP.md" "$OUT/latest-$SUITE.md"
-	echo "bench: wrote $OUT/$SUITE-$STAMP.md" >&2
+	machine_facts >"$RUN/environment.md"
+	$PY "$HERE/report.py" "$RUN" || echo "bench: the report failed; the results are in $TSV" >&2
+	cp "$RUN.md" "$OUT/latest-$SUITE.md"
+	ln -sfn "$SUITE-$STAMP/report.html" "$OUT/latest.html"
+	echo "bench: bench/results/latest.html is $RUN/report.html" >&2
 }
 
 main "$@"

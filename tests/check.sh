@@ -19,7 +19,7 @@ set -eEuo pipefail
 TSAN_MODELS="threads epoll uring"
 
 # Debian packages the tests need beyond gcc, make and python3.
-PACKAGES="libcmocka-dev liburing-dev python3-pytest python3-pytest-timeout clang"
+PACKAGES="libcmocka-dev liburing-dev python3-pytest python3-pytest-timeout clang python3-matplotlib"
 
 # Time limits, in seconds.  `make check` as a whole must stay under 20 minutes
 # on a 2-CPU machine; these only stop a step that hangs.
@@ -324,6 +324,7 @@ main()
 
 	step "end-to-end tests (models: ${ECHOD_MODELS:-all})"
 	e2e_tests plain build "${ECHOD_MODELS:-}"
+	run "$TEST_TIMEOUT" "$PYTHON" -m pytest -q -p no:cacheprovider tests/bench # make bench's HTML report
 	step_done
 
 	step "build (ASan+UBSan, in $asan/)"

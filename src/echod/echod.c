@@ -172,6 +172,26 @@ static void close_listeners(struct server *srv)
 	free(srv->listeners);
 }
 
+/*
+ * Opens /dev/null on whichever of descriptors 0, 1 and 2 is closed, as a
+ * supervisor may leave them.  Otherwise the first pipe or socket echod opens
+ * would take their number: the stop pipe on 1 and 2, say, and the first log
+ * line would read as a stop request.  Exits 1 (silently: there may be
+ * nowhere to say it) when /dev/null cannot be opened.
+ */
+static void open_standard_fds(void)
+{
+	for (int fd = STDIN_FILENO; fd <= STDERR_FILENO; fd++) {
+		int got;
+
+		if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+			continue;
+		got = open("/dev/null", fd == STDIN_FILENO ? O_RDONLY : O_WRONLY);
+		if (got != fd) /* the lowest free number: fd, or a failure */
+			_exit(1);
+	}
+}
+
 static void parse_args(struct config *cfg, int argc, char **argv)
 {
 	char why[CONFIG_ERRLEN];
@@ -238,6 +258,7 @@ int main(int argc, char **argv)
 	char why[NET_ERRLEN];
 	int rc;
 
+	open_standard_fds();
 	parse_args(&cfg, argc, argv);
 	if (cfg.user && privs_lookup(cfg.user, &privs, why, sizeof(why)) < 0)
 		errx(2, "%s", why);

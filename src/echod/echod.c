@@ -145,8 +145,7 @@ static void give_unix_sockets(const struct server *srv, const struct privs *priv
  * --user (privs, or NULL) before they are announced; exits 1 naming the
  * address that failed.
  */
-static void open_listeners(struct server *srv, const struct config *cfg,
-			   const struct privs *privs)
+static void open_listeners(struct server *srv, const struct config *cfg, const struct privs *privs)
 {
 	struct net_addr dflt = {.port = NET_DEFAULT_PORT};
 	int naddrs = cfg->listen.n ? cfg->listen.n : 1;

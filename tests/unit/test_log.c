@@ -115,14 +115,15 @@ static void test_json_escapes(void **state)
 		{"q\"b\\", "q\\\"b\\\\"},
 		{"a\nb\tc\x1b[2J", "a\\u000ab\\u0009c\\u001b[2J"},
 		{"\x7f", "\\u007f"},
-		{"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"},
-		{"\xc2\x9b", "\\u009b"},			 /* C1 control, valid UTF-8 */
-		{"\xff\xfe", "\\u00ff\\u00fe"},			 /* never UTF-8 */
-		{"\xc0\xaf", "\\u00c0\\u00af"},			 /* overlong "/" */
-		{"\xed\xa0\x80", "\\u00ed\\u00a0\\u0080"},	 /* a surrogate */
+		{"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80",
+		 "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"},
+		{"\xc2\x9b", "\\u009b"},			      /* C1 control, valid UTF-8 */
+		{"\xff\xfe", "\\u00ff\\u00fe"},			      /* never UTF-8 */
+		{"\xc0\xaf", "\\u00c0\\u00af"},			      /* overlong "/" */
+		{"\xed\xa0\x80", "\\u00ed\\u00a0\\u0080"},	      /* a surrogate */
 		{"\xf4\x90\x80\x80", "\\u00f4\\u0090\\u0080\\u0080"}, /* beyond U+10FFFF */
-		{"x\xe2\x82", "x\\u00e2\\u0082"},		 /* cut short by the end */
-		{"\xe2\x82x", "\\u00e2\\u0082x"},		 /* cut short by ASCII */
+		{"x\xe2\x82", "x\\u00e2\\u0082"},		      /* cut short by the end */
+		{"\xe2\x82x", "\\u00e2\\u0082x"},		      /* cut short by ASCII */
 	};
 	char out[4096];
 

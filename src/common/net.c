@@ -219,6 +219,8 @@ static int listen_one(const struct sockaddr *sa, socklen_t salen, int type, int 
  * True when the file at sun is not a stale socket: something accepts
  * connections on it, or it is not a socket at all (connect(2) on a regular
  * file also fails with ECONNREFUSED, and such a file is never ours to remove).
+ * The connect does not block: a live listener whose backlog is full answers
+ * EAGAIN at once, rather than holding start-up until it accepts.
  */
 static bool unix_socket_alive(const struct sockaddr_un *sun, int type)
 {
@@ -228,7 +230,7 @@ static bool unix_socket_alive(const struct sockaddr_un *sun, int type)
 
 	if (lstat(sun->sun_path, &st) < 0 || !S_ISSOCK(st.st_mode))
 		return true;
-	fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
+	fd = socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return true;
 	alive = connect(fd, (const struct sockaddr *)sun, sizeof(*sun)) == 0 ||

@@ -125,8 +125,27 @@ static void add_listeners(struct server *srv, const struct net_addr *a, int back
 	}
 }
 
-/* Binds every -l address, or the default; exits 1 naming the address that failed. */
-static void open_listeners(struct server *srv, const struct config *cfg)
+/*
+ * With --user, the socket files become that user's before the drop; they
+ * were bound as root, with root's ownership, which would leave the user's
+ * own clients "Permission denied".  Exits 1 when one cannot be given.
+ */
+static void give_unix_sockets(const struct server *srv, const struct privs *privs)
+{
+	char why[NET_ERRLEN];
+
+	for (int i = 0; i < srv->nlisteners; i++)
+		if (srv->listeners[i].is_unix &&
+		    privs_give_path(privs, srv->listeners[i].path, why, sizeof(why)) < 0)
+			errx(1, "%s", why);
+}
+
+/*
+ * Binds every -l address, or the default, and gives unix sockets to the
+ * --user (privs, or NULL) before they are announced; exits 1 naming the
+ * address that failed.
+ */
+static void open_listeners(struct server *srv, const struct config *cfg, const struct privs *privs)
 {
 	struct net_addr dflt = {.port = NET_DEFAULT_PORT};
 	int naddrs = cfg->listen.n ? cfg->listen.n : 1;
@@ -139,6 +158,8 @@ static void open_listeners(struct server *srv, const struct config *cfg)
 		add_listeners(srv, &dflt, (int)cfg->backlog);
 	for (int i = 0; i < cfg->listen.n; i++)
 		add_listeners(srv, &cfg->listen.addr[i], (int)cfg->backlog);
+	if (privs)
+		give_unix_sockets(srv, privs);
 	for (int i = 0; i < srv->nlisteners; i++)
 		log_always("listening on %s", srv->listeners[i].name);
 }
@@ -165,11 +186,35 @@ static void start_udp(struct udp *u)
 static void close_listeners(struct server *srv)
 {
 	for (int i = 0; i < srv->nlisteners; i++) {
-		close(srv->listeners[i].fd);
-		if (srv->listeners[i].is_unix)
-			unlink(srv->listeners[i].path);
+		const struct listener *l = &srv->listeners[i];
+
+		close(l->fd);
+		/* After --user, a directory the user may not write keeps the file. */
+		if (l->is_unix && unlink(l->path) < 0 && errno != ENOENT)
+			log_warn("cannot remove the socket file %s: %s; the next start replaces it",
+				 l->path, strerror(errno));
 	}
 	free(srv->listeners);
+}
+
+/*
+ * Opens /dev/null on whichever of descriptors 0, 1 and 2 is closed, as a
+ * supervisor may leave them.  Otherwise the first pipe or socket echod opens
+ * would take their number: the stop pipe on 1 and 2, say, and the first log
+ * line would read as a stop request.  Exits 1 (silently: there may be
+ * nowhere to say it) when /dev/null cannot be opened.
+ */
+static void open_standard_fds(void)
+{
+	for (int fd = STDIN_FILENO; fd <= STDERR_FILENO; fd++) {
+		int got;
+
+		if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+			continue;
+		got = open("/dev/null", fd == STDIN_FILENO ? O_RDONLY : O_WRONLY);
+		if (got != fd) /* the lowest free number: fd, or a failure */
+			_exit(1);
+	}
 }
 
 static void parse_args(struct config *cfg, int argc, char **argv)
@@ -238,6 +283,7 @@ int main(int argc, char **argv)
 	char why[NET_ERRLEN];
 	int rc;
 
+	open_standard_fds();
 	parse_args(&cfg, argc, argv);
 	if (cfg.user && privs_lookup(cfg.user, &privs, why, sizeof(why)) < 0)
 		errx(2, "%s", why);
@@ -246,7 +292,7 @@ int main(int argc, char **argv)
 	srv.workers = worker_count(&cfg, e);
 	atomic_init(&srv.nconns, 0);
 	srv.stop_fd = start_signal_thread(&st, &srv);
-	open_listeners(&srv, &cfg);
+	open_listeners(&srv, &cfg, cfg.user ? &privs : NULL);
 	udp = open_udp(&srv);
 	mark_listening(&st, true);
 	if (cfg.user && privs_drop(&privs, why, sizeof(why)) < 0)

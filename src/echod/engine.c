@@ -207,11 +207,18 @@ static bool serve_round(struct blocking_conn *bc)
 					(conn_pending(&bc->c, &p) ? POLLOUT : 0));
 	rc = poll(pfd, 2, poll_timeout(bc));
 	if (rc < 0)
-		return errno == EINTR;
+		return errno == EINTR && !past_deadline(bc);
 	if (pfd[POLL_STOP].revents)
 		bc->grace_deadline = clock_now_ms() + (uint64_t)bc->srv->cfg->grace_ms;
+	/*
+	 * Every round, not only the quiet ones: a client that keeps the socket
+	 * readable (a flood while draining, say) would otherwise never meet its
+	 * deadline, and would keep a stopping server running.
+	 */
+	if (past_deadline(bc))
+		return false;
 	if (rc == 0 || pfd[POLL_CONN].revents == 0)
-		return !past_deadline(bc);
+		return true;
 	if (pfd[POLL_CONN].revents & POLLERR)
 		return false;
 	if (!read_some(bc) || !write_some(bc))

@@ -16,6 +16,7 @@
  */
 #include "engine.h"
 
+#include "clock.h"
 #include "log.h"
 
 #include <errno.h>
@@ -27,6 +28,8 @@
 
 /* The buffer lives on the heap, so a small stack is plenty. */
 #define CONN_THREAD_STACK (128 * 1024)
+/* At most one "cannot start a connection thread" line this often. */
+#define REFUSAL_LOG_EVERY_MS 60000
 
 struct conn_thread {
 	pthread_t tid;
@@ -41,6 +44,8 @@ struct threads {
 	struct conn_thread *live; /* touched by the acceptor only */
 	int wake[2];		  /* a thread freed a --max-conns slot */
 	pthread_attr_t attr;
+	uint64_t next_refusal_log_ms; /* refusals are logged at most once a minute */
+	unsigned long quiet_refusals; /* not logged since the last line */
 };
 
 static int probe(char *why, size_t whylen)
@@ -78,6 +83,29 @@ static void reap(struct threads *t, bool all)
 	}
 }
 
+/*
+ * Logs a connection refused for want of a thread, at most once a minute:
+ * under the memory or thread limit that causes it, every new connection
+ * fails the same way, and a line for each would flood the log.
+ */
+static void log_refusal(struct threads *t, int err)
+{
+	uint64_t now = clock_now_ms();
+
+	if (now < t->next_refusal_log_ms) {
+		t->quiet_refusals++;
+		return;
+	}
+	if (t->quiet_refusals)
+		log_warn("cannot start a connection thread: %s; connection refused (and %lu more "
+			 "since the last report)",
+			 strerror(err), t->quiet_refusals);
+	else
+		log_warn("cannot start a connection thread: %s; connection refused", strerror(err));
+	t->quiet_refusals = 0;
+	t->next_refusal_log_ms = now + REFUSAL_LOG_EVERY_MS;
+}
+
 static void start_thread(struct accept_loop *al, int fd)
 {
 	struct threads *t = (struct threads *)al;
@@ -93,7 +121,7 @@ static void start_thread(struct accept_loop *al, int fd)
 	}
 	if (rc) {
 		/* Shed load: this one connection is refused, the server goes on. */
-		log_warn("cannot start a connection thread: %s", strerror(rc));
+		log_refusal(t, rc);
 		free(ct);
 		close(fd);
 		server_release_slot(al->srv);

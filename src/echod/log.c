@@ -3,12 +3,14 @@
  *
  * Each line is formatted into a local buffer and written with a single
  * write(2), so lines from different worker threads never interleave and no
- * lock is needed.  Longer lines are truncated.
+ * lock is needed.  Longer lines are truncated.  Every message is escaped
+ * (see text_escape and json_escape): what a peer controls cannot end a line.
  */
 #include "log.h"
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/time.h>
@@ -53,20 +55,91 @@ static void write_line(char *line, size_t len)
 	while (n < 0 && errno == EINTR);
 }
 
-/* Appends s to out as the inside of a JSON string; returns the new length. */
+/*
+ * Peer-controlled text (a unix client's socket path, later a PROXY header)
+ * reaches the log inside messages, so every message is escaped as a whole:
+ * a newline must not start a forged line, a terminal escape must not reach
+ * an operator's terminal, and a JSON line must stay valid UTF-8 JSON.  The
+ * messages echod writes itself are printable ASCII, which passes unchanged.
+ */
+
+/* The valid UTF-8 sequence at s: its length (2 to 4) and code point, or 0. */
+static size_t utf8_seq(const unsigned char *s, uint32_t *cp)
+{
+	size_t n;
+
+	if (s[0] >= 0xc2 && s[0] <= 0xdf)
+		n = 2, *cp = s[0] & 0x1fu;
+	else if (s[0] >= 0xe0 && s[0] <= 0xef)
+		n = 3, *cp = s[0] & 0x0fu;
+	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+		n = 4, *cp = s[0] & 0x07u;
+	else
+		return 0;
+	/* The terminating NUL fails this test, so nothing past it is read. */
+	for (size_t i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		*cp = *cp << 6 | (s[i] & 0x3fu);
+	}
+	if ((n == 3 && *cp < 0x800) || (n == 4 && (*cp < 0x10000 || *cp > 0x10ffff)) ||
+	    (*cp >= 0xd800 && *cp <= 0xdfff))
+		return 0; /* overlong, beyond Unicode, or a surrogate */
+	return n;
+}
+
+/*
+ * Appends s to out for a text line: printable ASCII as it is, a backslash
+ * as two, any other byte (controls, DEL, everything from 0x80) as \xNN.
+ * Stops before an escape that would not fit in cap.  Returns the new length.
+ */
+static size_t text_escape(char *out, size_t len, size_t cap, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+
+	for (const unsigned char *p = (const unsigned char *)s; *p && len + 4 <= cap; p++) {
+		if (*p >= 0x20 && *p < 0x7f && *p != '\\') {
+			out[len++] = (char)*p;
+		} else if (*p == '\\') {
+			out[len++] = '\\';
+			out[len++] = '\\';
+		} else {
+			out[len++] = '\\';
+			out[len++] = 'x';
+			out[len++] = hex[*p >> 4];
+			out[len++] = hex[*p & 15];
+		}
+	}
+	return len;
+}
+
+/*
+ * Appends s to out as the inside of a JSON string.  Valid UTF-8 passes
+ * through; controls (C0, DEL and C1) are written \u00XX; a byte that is not
+ * part of valid UTF-8 is written \u00XX too, the code point of the same
+ * number (its Latin-1 reading), so the line always parses.  Stops before an
+ * escape or a character that would not fit in cap.  Returns the new length.
+ */
 static size_t json_escape(char *out, size_t len, size_t cap, const char *s)
 {
-	for (; *s && len + 7 < cap; s++) {
-		unsigned char ch = (unsigned char)*s;
+	const unsigned char *p = (const unsigned char *)s;
 
-		if (ch == '"' || ch == '\\') {
+	while (*p && len + 7 < cap) {
+		uint32_t cp = 0;
+		size_t n = *p >= 0x80 ? utf8_seq(p, &cp) : 1;
+
+		if (n <= 1) /* ASCII, or a byte that is not valid UTF-8 */
+			cp = *p;
+		if (*p == '"' || *p == '\\') {
 			out[len++] = '\\';
-			out[len++] = (char)ch;
-		} else if (ch < 0x20) {
-			len += (size_t)snprintf(out + len, cap - len, "\\u%04x", ch);
+			out[len++] = (char)*p;
+		} else if (cp < 0x20 || (cp >= 0x7f && cp < 0xa0) || n == 0) {
+			len += (size_t)snprintf(out + len, cap - len, "\\u%04x", (unsigned)cp);
 		} else {
-			out[len++] = (char)ch;
+			memcpy(out + len, p, n);
+			len += n;
 		}
+		p += n ? n : 1;
 	}
 	return len;
 }
@@ -89,34 +162,37 @@ static size_t format_json(char *line, enum log_level level, const char *msg)
 	return len;
 }
 
+/* "prog: msg", escaped; returns its length (at most LOG_LINE_MAX - 1). */
+static size_t format_text(char *line, const char *msg)
+{
+	int n = snprintf(line, LOG_LINE_MAX, "%s: ", log_prog);
+
+	return text_escape(line, n < 0 ? 0 : (size_t)n, LOG_LINE_MAX - 1, msg);
+}
+
 void log_msg(enum log_level level, const char *fmt, ...)
 {
 	char msg[LOG_LINE_MAX], line[LOG_LINE_MAX + 1];
 	va_list ap;
-	int len;
 
 	if (!log_enabled(level))
 		return;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	if (log_json) {
+	if (log_json)
 		write_line(line, format_json(line, level, msg));
-		return;
-	}
-	len = snprintf(line, LOG_LINE_MAX, "%s: %s", log_prog, msg);
-	write_line(line, len < 0 ? 0 : (size_t)len);
+	else
+		write_line(line, format_text(line, msg));
 }
 
 void log_always(const char *fmt, ...)
 {
-	char line[LOG_LINE_MAX + 1];
+	char msg[LOG_LINE_MAX], line[LOG_LINE_MAX + 1];
 	va_list ap;
-	int len;
 
-	len = snprintf(line, LOG_LINE_MAX, "%s: ", log_prog);
 	va_start(ap, fmt);
-	len += vsnprintf(line + len, LOG_LINE_MAX - (size_t)len, fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	write_line(line, len < 0 ? 0 : (size_t)len);
+	write_line(line, format_text(line, msg));
 }

@@ -45,3 +45,15 @@ int privs_drop(const struct privs *p, char *err, size_t errlen)
 	}
 	return 0;
 }
+
+int privs_give_path(const struct privs *p, const char *path, char *err, size_t errlen)
+{
+	int rc;
+
+	/* lchown: a symlink put in the socket's place is not followed. */
+	if (lchown(path, p->uid, p->gid) == 0)
+		return 0;
+	rc = -errno;
+	snprintf(err, errlen, "--user %s: chown %s: %s", p->name, path, strerror(-rc));
+	return rc;
+}

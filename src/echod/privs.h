@@ -26,4 +26,11 @@ int privs_lookup(const char *user, struct privs *p, char *err, size_t errlen);
  */
 int privs_drop(const struct privs *p, char *err, size_t errlen);
 
+/*
+ * Gives the file at path (a unix socket echod just bound) to p's uid and
+ * gid, so that it serves p's clients as if p had bound it, and p can remove
+ * it at exit where the directory lets p.  Returns 0, or -errno with a reason.
+ */
+int privs_give_path(const struct privs *p, const char *path, char *err, size_t errlen);
+
 #endif

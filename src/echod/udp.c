@@ -43,6 +43,10 @@
 #define UDP_SEND_WAIT_MS 100
 /* At most one log line per kind and worker this often (h2o's habit). */
 #define UDP_LOG_EVERY_MS 60000
+/* How long a worker whose poll(2) failed waits before it tries again. */
+#define UDP_POLL_RETRY_MS 100
+/* How many kinds of guard refusal there are, each logged on its own. */
+#define UDP_GUARD_KINDS (UDP_DENY_DEST + 1)
 
 /*
  * Source ports of the classic services that answer unsolicited datagrams:
@@ -88,7 +92,8 @@ struct udp_worker {
 	struct pollfd *pfd; /* stop, quit, then one socket per address */
 	struct metrics_worker *m;
 	struct udp_batch *b;
-	struct udp_loglimit guard_log, rate_log;
+	/* One limiter per kind, so one kind's flood does not hide another kind. */
+	struct udp_loglimit guard_log[UDP_GUARD_KINDS], rate_log, poll_log;
 };
 
 enum { POLL_STOP, POLL_QUIT, POLL_SOCKETS };
@@ -98,6 +103,7 @@ struct udp {
 	int naddrs, nworkers;
 	int *fds; /* fds[w * naddrs + a]: worker w's socket on address a */
 	int quit[2];
+	atomic_bool quitting; /* udp_stop() was called: for workers that cannot poll */
 	bool allow_low_ports;
 	struct udp_worker *w;
 	struct udp_rate rate;
@@ -266,17 +272,27 @@ bool udp_rate_allow(struct udp_rate *r, const struct sockaddr *src, uint64_t now
 
 /* ---- Logging what was dropped ---- */
 
+/* True when l lets a line through now; else counts one more it keeps quiet about. */
+static bool log_due(struct udp_loglimit *l)
+{
+	uint64_t now = clock_now_ms();
+
+	if (now < l->next_ms) {
+		l->quiet++;
+		return false;
+	}
+	l->next_ms = now + UDP_LOG_EVERY_MS;
+	return true;
+}
+
 /* Logs one drop now and then; counts the ones it keeps quiet about. */
 static void log_drop(struct udp_loglimit *l, const struct sockaddr *sa, socklen_t len,
 		     const char *why)
 {
-	uint64_t now = clock_now_ms();
 	char name[NET_NAMELEN];
 
-	if (now < l->next_ms) {
-		l->quiet++;
+	if (!log_due(l))
 		return;
-	}
 	net_format_sockaddr(sa, len, name, sizeof(name));
 	if (l->quiet)
 		log_warn("udp: not answering %s: %s (and %lu more like it since the last report)",
@@ -284,7 +300,6 @@ static void log_drop(struct udp_loglimit *l, const struct sockaddr *sa, socklen_
 	else
 		log_warn("udp: not answering %s: %s", name, why);
 	l->quiet = 0;
-	l->next_ms = now + UDP_LOG_EVERY_MS;
 }
 
 /* ---- The datagram path ---- */
@@ -358,7 +373,7 @@ static bool answerable(struct udp_worker *w, int i, const struct sockaddr *dst, 
 	v = udp_guard(src, dst, w->u->allow_low_ports);
 	if (v != UDP_ANSWER) {
 		metrics_add(w->m, METRICS_UDP_GUARD_DROPS, 1);
-		log_drop(&w->guard_log, src, h->msg_namelen, udp_verdict_name(v));
+		log_drop(&w->guard_log[v], src, h->msg_namelen, udp_verdict_name(v));
 		return false;
 	}
 	if (!udp_rate_allow(&w->u->rate, src, now_ns)) {
@@ -466,6 +481,34 @@ static void serve_socket(struct udp_worker *w, int fd)
 			return;
 }
 
+/*
+ * After poll(2) failed with err (out of memory, a descriptor limit lowered
+ * under us): says so now and then, and waits a little before the next try.
+ * The worker goes on rather than ending UDP service while TCP runs on; a
+ * failure that lasts shows in the log once a minute.  Returns false when the
+ * worker should end instead.
+ */
+static bool poll_failed(struct udp_worker *w, int err)
+{
+	struct timespec pause = {0, UDP_POLL_RETRY_MS * 1000000L};
+	struct udp_loglimit *l = &w->poll_log;
+
+	if (log_due(l)) {
+		if (l->quiet)
+			log_error("udp: poll: %s; retrying every %d ms (and %lu more failures "
+				  "since the last report)",
+				  strerror(err), UDP_POLL_RETRY_MS, l->quiet);
+		else
+			log_error("udp: poll: %s; retrying every %d ms", strerror(err),
+				  UDP_POLL_RETRY_MS);
+		l->quiet = 0;
+	}
+	/* The stop pipe cannot be polled now: udp_stop() raises a flag too. */
+	while (nanosleep(&pause, &pause) < 0 && errno == EINTR)
+		;
+	return !atomic_load(&w->u->quitting);
+}
+
 static void *worker_main(void *arg)
 {
 	struct udp_worker *w = arg;
@@ -473,10 +516,9 @@ static void *worker_main(void *arg)
 
 	for (;;) {
 		if (poll(w->pfd, nfds, -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			log_error("udp: poll: %s", strerror(errno));
-			return NULL;
+			if (errno != EINTR && !poll_failed(w, errno))
+				return NULL;
+			continue;
 		}
 		if (w->pfd[POLL_STOP].revents || w->pfd[POLL_QUIT].revents)
 			return NULL;
@@ -540,6 +582,7 @@ static struct udp *udp_alloc(struct server *srv, int naddrs)
 	u->naddrs = naddrs;
 	u->nworkers = srv->workers > 0 ? srv->workers : 1;
 	u->quit[0] = u->quit[1] = -1;
+	atomic_init(&u->quitting, false);
 	u->allow_low_ports = srv->cfg->udp_allow_low_ports;
 	u->fds = malloc(sizeof(*u->fds) * (size_t)(naddrs * u->nworkers));
 	if (!u->fds) {
@@ -627,6 +670,7 @@ void udp_stop(struct udp *u)
 	if (!u)
 		return;
 	/* The engine may return before any stop was asked for: wake the workers. */
+	atomic_store(&u->quitting, true);
 	if (u->quit[1] >= 0 && write(u->quit[1], "", 1) < 0)
 		log_error("udp: cannot wake the workers: %s", strerror(errno));
 	for (int i = 0; u->w && i < u->nworkers; i++) {

@@ -203,6 +203,69 @@ static void test_rate_table_is_small(void **state)
 	assert_true(sizeof(struct udp_rate) <= 256 * 1024);
 }
 
+/* ---- Refusal logging ---- */
+
+/* Offers worker w one datagram from src to dst (NULL: unknown) and returns the verdict. */
+static bool offer(struct udp_worker *w, const char *src, uint16_t port, const char *dst)
+{
+	struct sockaddr_storage d;
+	struct msghdr *h = &w->b->rx[0].msg_hdr;
+
+	reset_rx(w->b, 0);
+	sockaddr_of(&w->b->src[0], src, port);
+	h->msg_namelen = w->b->src[0].ss_family == AF_INET ? sizeof(struct sockaddr_in)
+							   : sizeof(struct sockaddr_in6);
+	h->msg_flags = 0;
+	return answerable(w, 0, dst ? sockaddr_of(&d, dst, 7127) : NULL, 0);
+}
+
+/* Counts the lines in f that contain what. */
+static int count_lines(FILE *f, const char *what)
+{
+	char line[1024];
+	int n = 0;
+
+	rewind(f);
+	while (fgets(line, sizeof(line), f))
+		n += strstr(line, what) != NULL;
+	return n;
+}
+
+/* Each kind of refusal has its own once-a-minute limit: one kind's flood hides no other. */
+static void test_each_refusal_kind_is_logged(void **state)
+{
+	static struct metrics_worker m;
+	struct udp *u = calloc(1, sizeof(*u));
+	struct udp_worker w = {.u = u, .m = &m, .b = calloc(1, sizeof(struct udp_batch))};
+	FILE *f = tmpfile();
+	int saved = dup(STDERR_FILENO);
+
+	(void)state;
+	assert_non_null(u);
+	assert_non_null(w.b);
+	assert_non_null(f);
+	udp_rate_init(&u->rate, 1, 1, 2);
+	log_setup("echod", LOGL_INFO, false);
+	assert_int_equal(dup2(fileno(f), STDERR_FILENO), STDERR_FILENO);
+	for (int i = 0; i < 3; i++) {
+		assert_false(offer(&w, "127.0.0.1", 19, "127.0.0.1"));
+		assert_false(offer(&w, "0.0.0.0", 40000, NULL));
+		assert_false(offer(&w, "192.0.2.1", 40000, "224.0.0.251"));
+	}
+	assert_true(offer(&w, "192.0.2.9", 40000, "127.0.0.1"));
+	assert_false(offer(&w, "192.0.2.9", 40000, "127.0.0.1")); /* over --udp-rate 1 */
+	assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
+	close(saved);
+	assert_int_equal(count_lines(f, udp_verdict_name(UDP_DENY_PORT)), 1);
+	assert_int_equal(count_lines(f, udp_verdict_name(UDP_DENY_SOURCE)), 1);
+	assert_int_equal(count_lines(f, udp_verdict_name(UDP_DENY_DEST)), 1);
+	assert_int_equal(count_lines(f, "over --udp-rate"), 1);
+	assert_int_equal(count_lines(f, "udp: not answering"), 4);
+	fclose(f);
+	free(w.b);
+	free(u);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -213,6 +276,7 @@ int main(void)
 		cmocka_unit_test(test_rate_unlimited),
 		cmocka_unit_test(test_rate_churn_keeps_heavy_source_limited),
 		cmocka_unit_test(test_rate_table_is_small),
+		cmocka_unit_test(test_each_refusal_kind_is_logged),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

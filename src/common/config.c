@@ -99,16 +99,18 @@ static int parse_seconds(const struct opt *o, const char *arg, long *ms, char *e
 			 o->max);
 		return -ERANGE;
 	}
-	*ms = lround(v * 1000.0);
+	/* The resolution is 1 ms: a positive value below it is 1 ms, not 0 (off). */
+	*ms = v > 0 && v < 0.001 ? 1 : lround(v * 1000.0);
 	return 0;
 }
 
+/* arg must be one whole choice: neither a run of several ("a|b") nor a prefix. */
 static int parse_choice(const struct opt *o, const char *arg, char *err, size_t errlen)
 {
 	size_t len = strlen(arg);
 
-	for (const char *c = o->choices; len && c; c = strchr(c, '|'), c = c ? c + 1 : c)
-		if (!strncmp(c, arg, len) && (c[len] == '|' || c[len] == '\0'))
+	for (const char *c = o->choices; c; c = strchr(c, '|'), c = c ? c + 1 : c)
+		if (len && strcspn(c, "|") == len && !strncmp(c, arg, len))
 			return 0;
 	snprintf(err, errlen, "--%s %s: must be one of %s", o->name, arg, o->choices);
 	return -EINVAL;

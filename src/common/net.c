@@ -76,7 +76,7 @@ static int split_bracketed(const char *s, struct net_addr *a, const char **port_
 	if (!close || (close[1] && close[1] != ':'))
 		return -EINVAL;
 	len = (size_t)(close - s - 1);
-	if (len == 0 || len >= sizeof(a->host))
+	if (len == 0 || len >= sizeof(a->host) || memchr(s + 1, '[', len))
 		return -EINVAL;
 	memcpy(a->host, s + 1, len);
 	a->host[len] = '\0';
@@ -91,6 +91,8 @@ static int split_plain(const char *s, struct net_addr *a, const char **port_at)
 	size_t len;
 
 	*port_at = NULL;
+	if (strpbrk(s, "[]")) /* "::1]": a bracket belongs around an IPv6 address only */
+		return -EINVAL;
 	if (all_digits(s)) {
 		*port_at = s;
 		return 0;

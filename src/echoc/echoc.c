@@ -161,9 +161,11 @@ static int exchange(const struct session *s, const char *msg, size_t len)
 }
 
 /*
- * --once: the echo is complete, so the server must now end the stream.
- * Shutting our side first lets a server that drains input before closing
- * (echod --once does, to avoid a reset) close at once.
+ * The echo is complete, so the stream must end here: anything more the
+ * server sends makes the echo longer than the message.  Shutting our side
+ * tells an echo server that nothing more is coming, so it closes (and a
+ * server that drains input before closing, as echod --once does to avoid a
+ * reset, closes at once).
  */
 static int expect_close(const struct session *s)
 {
@@ -220,7 +222,7 @@ static int send_message(const struct session *s, char **words, int n, bool no_ne
 		return -1;
 	}
 	rc = exchange(s, msg, len);
-	if (rc == 0 && s->once)
+	if (rc == 0)
 		rc = expect_close(s);
 	free(msg);
 	return rc;

@@ -56,6 +56,7 @@ enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
 #define SWEEP_NS       (100 * 1000000ull)
 #define UDP_SWEEP_NS   (10 * 1000000ull)
 #define UDP_HEADER     16 /* u32 connection, u32 zero, u64 sequence */
+#define UDP_PROBE_ID   UINT32_MAX /* the connection field of the probe datagram */
 #define UDP_MAX_SIZE   65507
 #define IDLE_PERIOD_MS 2000 /* each idle connection echoes once per period */
 #define REPORT_LINES   5    /* error lines printed per kind; the rest are counted */
@@ -723,14 +724,16 @@ static void udp_send(struct worker *w, struct bconn *c, uint64_t now)
 {
 	uint64_t depth = (uint64_t)w->cfg->depth, from;
 
-	while (c->udp_state[c->started % depth] != SLOT_PENDING && may_start(w, c, now, &from)) {
+	while (c->st == CS_RUNNING && c->udp_state[c->started % depth] != SLOT_PENDING &&
+	       may_start(w, c, now, &from)) {
 		uint64_t s = c->started % depth;
 
 		udp_build(w, c, c->started);
 		if (send(c->fd, w->buf, (size_t)w->cfg->size, 0) < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ECONNREFUSED)
+			/* ECONNREFUSED too: the probe found the server, so it refuses us. */
+			if (errno != EAGAIN && errno != EWOULDBLOCK)
 				conn_error(w, c, "send", errno);
-			break; /* ECONNREFUSED: nobody there yet; the sweep retries */
+			break;
 		}
 		c->udp_seq[s] = c->started;
 		c->udp_state[s] = SLOT_PENDING;
@@ -741,18 +744,49 @@ static void udp_send(struct worker *w, struct bconn *c, uint64_t now)
 	}
 }
 
+/* A late copy of the probe's echo: the server answered it twice (connection 0). */
+static bool is_probe_echo(const uint8_t *buf, size_t n)
+{
+	uint32_t id;
+
+	memcpy(&id, buf, sizeof(id));
+	return n == UDP_HEADER && id == UDP_PROBE_ID;
+}
+
+/* Reports an echo of datagram seq whose length differs from what was sent. */
+static void udp_wrong_length(struct worker *w, struct bconn *c, uint64_t seq, size_t n)
+{
+	count(&w->ct.mismatches, 1);
+	if (n < (size_t)w->cfg->size)
+		report(&w->b->mismatch_lines, c, "datagram %llu came back truncated: %zu of its %ld bytes",
+		       (unsigned long long)seq, n, w->cfg->size);
+	else
+		report(&w->b->mismatch_lines, c, "datagram %llu came back %zu bytes long, not %ld",
+		       (unsigned long long)seq, n, w->cfg->size);
+}
+
 /* Checks a datagram's length, header and payload; returns its sequence or -1. */
 static int64_t udp_check(struct worker *w, struct bconn *c, size_t n)
 {
-	uint64_t size = (uint64_t)w->cfg->size, seq;
-	uint32_t id;
+	uint64_t size = (uint64_t)w->cfg->size, seq = 0;
+	uint32_t id = 0;
 	size_t bad;
 
-	memcpy(&id, w->buf, sizeof(id));
-	memcpy(&seq, w->buf + 8, sizeof(seq));
-	if (n != size || id != c->id || seq >= c->started) {
+	if (n >= UDP_HEADER) {
+		memcpy(&id, w->buf, sizeof(id));
+		memcpy(&seq, w->buf + 8, sizeof(seq));
+	}
+	if (is_probe_echo(w->buf, n)) {
+		count(&w->ct.duplicates, 1);
+		return -1;
+	}
+	if (n < UDP_HEADER || id != c->id || seq >= c->started) {
 		count(&w->ct.mismatches, 1);
 		report(&w->b->mismatch_lines, c, "a datagram of %zu bytes that was never sent", n);
+		return -1;
+	}
+	if (n != size) {
+		udp_wrong_length(w, c, seq, n);
 		return -1;
 	}
 	bad = bench_verify(w->buf + UDP_HEADER, n - UDP_HEADER, conn_key(c),
@@ -796,8 +830,12 @@ static void udp_recv(struct worker *w, struct bconn *c)
 		n = recv(c->fd, w->buf, BUF_BYTES, 0);
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n < 0)
-			break; /* EAGAIN, or an ICMP error such as ECONNREFUSED: loss */
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			break;
+		if (n < 0) { /* an ICMP error, such as ECONNREFUSED */
+			conn_error(w, c, "recv", errno);
+			return;
+		}
 		seq = udp_check(w, c, (size_t)n);
 		if (seq >= 0)
 			udp_answer(w, c, (uint64_t)seq, now);
@@ -958,8 +996,25 @@ static bool stalled(const struct worker *w, const struct bconn *c, uint64_t now)
 
 	if (c->st == CS_CONNECTING)
 		return now - c->t_connect > limit;
+	if (c->st == CS_DRAINING) /* --once: the echo came, the close does not */
+		return now - c->last_ns > limit;
 	return (c->st == CS_RUNNING || c->st == CS_DRAINING) && c->started > c->done &&
 	       now - c->last_ns > limit;
+}
+
+/* A connection that made no progress for --timeout: an error, saying what it waited for. */
+static void stall_error(struct worker *w, struct bconn *c)
+{
+	count(&w->ct.timeouts, 1);
+	if (c->st != CS_DRAINING) {
+		conn_error(w, c, c->st == CS_CONNECTING ? "connect" : "no echo", ETIMEDOUT);
+		return;
+	}
+	count(&w->ct.errors, 1);
+	report(&w->b->error_lines, c,
+	       "the server did not close the connection within %g s of the echo (--once)",
+	       (double)w->cfg->timeout_ms / 1000.0);
+	fail_conn(w, c);
 }
 
 /* Timeouts, UDP losses and connrate retries, every SWEEP_NS. */
@@ -971,8 +1026,7 @@ static void sweep(struct worker *w, uint64_t now)
 		if (w->cfg->udp && c->st == CS_RUNNING) {
 			udp_expire(w, c, now);
 		} else if (stalled(w, c, now)) {
-			count(&w->ct.timeouts, 1);
-			conn_error(w, c, c->st == CS_CONNECTING ? "connect" : "no echo", ETIMEDOUT);
+			stall_error(w, c);
 		} else if (c->st == CS_BACKOFF && phase(w) != PHASE_STOP) {
 			c->gen++;
 			start_connect(w, c);
@@ -1158,8 +1212,10 @@ static int probe_tcp(int fd, const struct bench_cfg *c)
 static int probe_udp(int fd, const struct bench_cfg *c)
 {
 	uint8_t buf[UDP_HEADER] = {0};
+	uint32_t id = UDP_PROBE_ID;
 	ssize_t n;
 
+	memcpy(buf, &id, sizeof(id));
 	if (send(fd, buf, sizeof(buf), 0) < 0)
 		return -errno;
 	n = net_recv(fd, buf, sizeof(buf), (int)c->timeout_ms);

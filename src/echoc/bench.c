@@ -26,7 +26,7 @@
 #include "bench.h"
 
 #include "clock.h"
-#include "config.h"
+#include "opts.h"
 #include "hist.h"
 #include "net.h"
 

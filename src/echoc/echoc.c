@@ -19,7 +19,7 @@
  */
 #include "bench.h"
 #include "clock.h"
-#include "config.h"
+#include "echoc_config.h"
 #include "echoc_udp.h"
 #include "net.h"
 #include "version.h"

@@ -4,7 +4,7 @@
 #ifndef ECHOD_ECHOC_UDP_H
 #define ECHOD_ECHOC_UDP_H
 
-#include "config.h"
+#include "echoc_config.h"
 
 /* Largest datagram pipe mode sends: fits a 1500-byte MTU under IPv6, unfragmented. */
 #define ECHOC_UDP_CHUNK 1400

@@ -7,6 +7,7 @@
  * with what the parser filled in, so a case says only what it is about.
  */
 #include "config.h"
+#include "echoc_config.h"
 
 #include <stdarg.h>
 #include <stddef.h>

@@ -45,10 +45,12 @@ endif
 COMMON = common/net common/opts
 ECHOD  = $(addprefix echod/,echod engine engine_iterative engine_threads \
            engine_epoll engine_uring privs conn log metrics udp config) $(COMMON)
-ECHOC  = $(addprefix echoc/,echoc echoc_config echoc_udp bench hist) $(COMMON)
+ECHOC  = $(addprefix echoc/,echoc echoc_config echoc_udp bench bench_pattern bench_worker \
+           bench_tcp bench_udp bench_report hist) $(COMMON)
 UNIT   = conn net config hist bench udp
 # Modules the unit tests link (the rest they #include whole, to reach statics).
-UNIT_OBJS = $(COMMON) echod/config echoc/echoc_config echod/conn echod/log echod/metrics
+UNIT_OBJS = $(COMMON) echod/config echod/conn echod/log echod/metrics \
+            echoc/echoc_config echoc/bench_pattern echoc/hist
 
 INCLUDES_common = -Isrc/common
 INCLUDES_echod  = -Isrc/common -Isrc/echod

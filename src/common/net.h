@@ -20,6 +20,11 @@
 #define NET_NAMELEN	 128 /* "[v6addr%scope]:port" or a unix path */
 #define NET_DEFAULT_PORT 7127
 
+/* The largest UDP payload: 65535 minus the IPv4 and UDP headers; IPv6 has no
+ * IP header inside its payload length, so 20 bytes more fit. */
+#define NET_UDP_MAX_PAYLOAD4 65507
+#define NET_UDP_MAX_PAYLOAD6 65527
+
 /* A parsed -l argument or echoc target. */
 struct net_addr {
 	bool is_unix;

@@ -17,6 +17,7 @@
 #include <stdio.h>
 
 #define CONFIG_ERRLEN	  256
+#define EXIT_USAGE	  2 /* exit status for a usage error, in both programs */
 #define CONFIG_MAX_LISTEN 16
 
 enum opt_kind {

@@ -36,8 +36,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-enum { EXIT_USAGE = 2 };
-
 /* Bytes moved per system call; also each pipe-mode buffer's bound. */
 #define IO_CHUNK (256 * 1024)
 

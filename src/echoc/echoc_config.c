@@ -32,7 +32,8 @@ enum opts_result client_config_parse(struct client_config *cfg, int argc, char *
 
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->timeout_ms = 5000;
-	res = opts_parse(echoc_opts, OPTS_COUNT(echoc_opts), cfg, argc, argv, true, &first, err, errlen);
+	res = opts_parse(echoc_opts, OPTS_COUNT(echoc_opts), cfg, argc, argv, true, &first, err,
+			 errlen);
 	if (res != OPTS_OK)
 		return res;
 	if (net_parse_addr(first < argc ? argv[first] : "localhost", NET_DEFAULT_PORT, &cfg->target,

@@ -359,7 +359,7 @@ int net_listen(const struct net_addr *a, int type, int backlog, int *fds, int ma
 }
 
 /* Waits for a non-blocking connect on fd to finish.  Returns 0 or -errno. */
-static int finish_connect(int fd, int timeout_ms)
+static int await_connect(int fd, int timeout_ms)
 {
 	socklen_t len = sizeof(int);
 	int rc, soerr = 0;
@@ -383,7 +383,7 @@ static int connect_one(const struct sockaddr *sa, socklen_t salen, int type, int
 	if (fd < 0)
 		return -errno;
 	if (connect(fd, sa, salen) < 0)
-		rc = errno == EINPROGRESS ? finish_connect(fd, timeout_ms) : -errno;
+		rc = errno == EINPROGRESS ? await_connect(fd, timeout_ms) : -errno;
 	if (rc < 0) {
 		close(fd);
 		return rc;

@@ -17,6 +17,8 @@
  * Once the command line is parsed, every failure prints exactly one line
  * and makes the exit status 1.
  */
+#include "echoc.h"
+
 #include "bench.h"
 #include "clock.h"
 #include "echoc_config.h"
@@ -52,7 +54,6 @@ static double seconds(int ms)
 	return (double)ms / 1000.0;
 }
 
-/* Writes all n bytes to standard output.  Returns 0, or -1 after saying why. */
 int echoc_write_out(const char *p, size_t n)
 {
 	int rc = net_write_all(STDOUT_FILENO, p, n);
@@ -184,8 +185,7 @@ static int expect_close(const struct session *s)
 	return -1;
 }
 
-/* The words joined by spaces, plus a newline unless no_newline. */
-static char *join_words(char **words, int n, bool no_newline, size_t *len)
+char *echoc_join_words(char **words, int n, bool no_newline, size_t *len)
 {
 	size_t size = 1;
 	char *msg, *p;
@@ -214,7 +214,7 @@ static int send_message(const struct session *s, char **words, int n, bool no_ne
 	char *msg;
 	int rc;
 
-	msg = join_words(words, n, no_newline, &len);
+	msg = echoc_join_words(words, n, no_newline, &len);
 	if (!msg) {
 		warnx("out of memory");
 		return -1;
@@ -549,7 +549,7 @@ static int run_bench(int argc, char **argv)
  * Parses the command line into cfg.  Returns -1 to go on, else the exit
  * status main() should return (--help, --version, a usage error).
  */
-static int parse_args(struct client_config *cfg, int argc, char **argv)
+static int parse_client_args(struct client_config *cfg, int argc, char **argv)
 {
 	char why[CONFIG_ERRLEN];
 
@@ -593,7 +593,7 @@ int main(int argc, char **argv)
 
 	if (argc > 1 && !strcmp(argv[1], "bench"))
 		return run_bench(argc - 1, argv + 1);
-	rc = parse_args(&cfg, argc, argv);
+	rc = parse_client_args(&cfg, argc, argv);
 	if (rc >= 0)
 		return rc;
 	if (cfg.udp)

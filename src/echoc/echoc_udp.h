@@ -18,9 +18,6 @@
  * status: 0 when every echo came back equal, 1 after one line saying why
  * (an echo differs, or none came within the timeout: a datagram was lost).
  */
-/* Writes n bytes to standard output; 0, or -1 after one line saying why (echoc.c). */
-int echoc_write_out(const char *p, size_t n);
-
 int echoc_udp_main(const struct client_config *cfg, int argc, char **argv);
 
 #endif

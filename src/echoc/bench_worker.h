@@ -123,16 +123,22 @@ static inline int bench_phase(const struct bench_worker *w)
 }
 
 /* bench_worker.c: a connection's life, the same for TCP and UDP. */
+
+/* What c's pattern is keyed on: its id and, for connrate, its generation. */
 uint64_t bench_conn_key(const struct bconn *c);
 void bench_set_events(struct bench_worker *w, struct bconn *c, uint32_t ev, int op);
 void bench_arm_out(struct bench_worker *w, struct bconn *c, bool on);
 void bench_close_conn(struct bench_worker *w, struct bconn *c);
 void bench_fail_conn(struct bench_worker *w, struct bconn *c);
+/* Counts an error, reports "what: why" and fails the connection. */
 void bench_conn_error(struct bench_worker *w, struct bconn *c, const char *what, int e);
+/* A non-blocking socket of the run's kind for its target; the fd or -errno. */
 int bench_socket(const struct bench_cfg *cfg);
 bool bench_may_start(const struct bench_worker *w, const struct bconn *c, uint64_t now,
 		     uint64_t *from);
+/* Counts one echoed message; its latency (from..now) only while measuring. */
 void bench_record(struct bench_worker *w, uint64_t from, uint64_t now);
+/* Counts and reports a wrong byte got at offset off of c's stream. */
 void bench_mismatch(struct bench_worker *w, struct bconn *c, uint64_t off, uint8_t got);
 int bench_worker_init(struct bench_worker *w, struct bench *b, uint32_t first, uint32_t n);
 void bench_worker_free(struct bench_worker *w);
@@ -141,9 +147,11 @@ void *bench_worker_main(void *arg);
 /* bench_tcp.c: the TCP modes (pingpong, connrate, bulk, idle). */
 void bench_tcp_connect_more(struct bench_worker *w);
 void bench_tcp_connect(struct bench_worker *w, struct bconn *c);
+/* c's connect finished (an event on a connecting socket): run it, or fail it. */
 void bench_tcp_connected(struct bench_worker *w, struct bconn *c);
 void bench_tcp_send(struct bench_worker *w, struct bconn *c, uint64_t now);
 void bench_tcp_recv(struct bench_worker *w, struct bconn *c);
+/* Waits for fd's connect to finish (within --timeout); 0 or -errno. */
 int bench_tcp_probe(int fd, const struct bench_cfg *c);
 
 /* bench_udp.c: ping-pong over UDP (-u). */
@@ -151,6 +159,7 @@ void bench_udp_open(struct bench_worker *w, struct bconn *c);
 void bench_udp_send(struct bench_worker *w, struct bconn *c, uint64_t now);
 void bench_udp_recv(struct bench_worker *w, struct bconn *c);
 void bench_udp_expire(struct bench_worker *w, struct bconn *c, uint64_t now);
+/* Sends the probe datagram on connected fd and waits for its echo; 0 or -errno. */
 int bench_udp_probe(int fd, const struct bench_cfg *c);
 
 /* bench_report.c: error lines, progress and results. */

@@ -49,6 +49,7 @@ void bench_udp_send(struct bench_worker *w, struct bconn *c, uint64_t now)
 			break;
 		}
 		c->udp_seq[s] = c->started;
+		c->udp_prev[s] = c->udp_state[s];
 		c->udp_state[s] = SLOT_PENDING;
 		c->udp_sent[s] = now;
 		c->stamp[s] = from;
@@ -117,9 +118,16 @@ static int64_t dgram_check(struct bench_worker *w, struct bconn *c, size_t n)
 
 static void dgram_answer(struct bench_worker *w, struct bconn *c, uint64_t seq, uint64_t now)
 {
-	uint64_t s = seq % (uint64_t)w->cfg->depth;
+	uint64_t depth = (uint64_t)w->cfg->depth, s = seq % depth;
 
-	if (c->udp_seq[s] != seq || c->udp_state[s] == SLOT_LOST) {
+	/* The slot went on to the next datagram: seq's was answered, or lost. */
+	if (c->udp_seq[s] != seq) {
+		bool answered = seq + depth == c->udp_seq[s] && c->udp_prev[s] == SLOT_ANSWERED;
+
+		bench_count(answered ? &w->ct.duplicates : &w->ct.late, 1);
+		return;
+	}
+	if (c->udp_state[s] == SLOT_LOST) {
 		bench_count(&w->ct.late, 1); /* already given up on */
 		return;
 	}

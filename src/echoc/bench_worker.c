@@ -354,7 +354,9 @@ int bench_worker_init(struct bench_worker *w, struct bench *b, uint32_t first, u
 		c->udp_seq = b->cfg.udp ? calloc(depth, sizeof(*c->udp_seq)) : NULL;
 		c->udp_sent = b->cfg.udp ? calloc(depth, sizeof(*c->udp_sent)) : NULL;
 		c->udp_state = b->cfg.udp ? calloc(depth, 1) : NULL;
-		if (!c->stamp || (b->cfg.udp && (!c->udp_seq || !c->udp_sent || !c->udp_state)))
+		c->udp_prev = b->cfg.udp ? calloc(depth, 1) : NULL;
+		if (!c->stamp ||
+		    (b->cfg.udp && (!c->udp_seq || !c->udp_sent || !c->udp_state || !c->udp_prev)))
 			return -ENOMEM;
 	}
 	return 0;
@@ -367,6 +369,7 @@ void bench_worker_free(struct bench_worker *w)
 		free(w->conns[i].udp_seq);
 		free(w->conns[i].udp_sent);
 		free(w->conns[i].udp_state);
+		free(w->conns[i].udp_prev);
 	}
 	free(w->conns);
 	free(w->buf);

@@ -76,6 +76,7 @@ struct bconn {
 	/* UDP only, depth slots each. */
 	uint64_t *udp_seq, *udp_sent;
 	uint8_t *udp_state;
+	uint8_t *udp_prev; /* the state the slot's previous datagram ended in */
 	uint64_t udp_high; /* highest sequence answered, plus one */
 	bool out_armed;
 };

@@ -42,13 +42,15 @@ endif
 # The source tree shows the two programs: src/echod/ (the server), src/echoc/
 # (the client and load generator) and src/common/ (what both use).  Each
 # program links only its own modules and the common ones.
-COMMON = common/net common/config
+COMMON = common/net common/opts
 ECHOD  = $(addprefix echod/,echod engine engine_iterative engine_threads \
-           engine_epoll engine_uring privs conn log metrics udp) $(COMMON)
-ECHOC  = $(addprefix echoc/,echoc echoc_udp bench hist) $(COMMON)
+           engine_epoll engine_uring privs conn log metrics udp config) $(COMMON)
+ECHOC  = $(addprefix echoc/,echoc echoc_config echoc_udp bench bench_pattern bench_worker \
+           bench_tcp bench_udp bench_report hist) $(COMMON)
 UNIT   = conn net config hist bench udp log
 # Modules the unit tests link (the rest they #include whole, to reach statics).
-UNIT_OBJS = $(COMMON) echod/conn echod/log echod/metrics
+UNIT_OBJS = $(COMMON) echod/config echod/conn echod/log echod/metrics \
+            echoc/echoc_config echoc/bench_pattern echoc/hist
 
 INCLUDES_common = -Isrc/common
 INCLUDES_echod  = -Isrc/common -Isrc/echod

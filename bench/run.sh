@@ -5,11 +5,13 @@
 #
 #   matrix          (default) every echod model and every peer (socat, ncat,
 #                   xinetd, node, go) over every scenario, once each
-#   uring-vs-epoll  issue 4: echod -m uring against -m epoll on 1 conn x 64 B,
-#                   50 x 128 B, 500 x 512 B and 50 x 64 B with 16 in flight
-#   udp             issue 5: echod --udp --udp-rate 0 against socat
-#                   (UDP-LISTEN, one peer; UDP-RECVFROM,fork) and xinetd's
-#                   echo-dgram, one datagram in flight
+#   uring-vs-epoll  is io_uring worth it?  echod -m uring against -m epoll on
+#                   1 conn x 64 B, 50 x 128 B, 500 x 512 B and 50 x 64 B with
+#                   16 in flight
+#   udp             echod's UDP echo against the usual ones: echod --udp
+#                   --udp-rate 0 against socat (UDP-LISTEN, one peer;
+#                   UDP-RECVFROM,fork) and xinetd's echo-dgram, one datagram
+#                   in flight
 #
 #   QUICK=1   shorter runs (the whole matrix in under 2 minutes)
 #   REPS=N    repetitions of each run (default 1 for matrix, 3 otherwise);

@@ -76,7 +76,7 @@ static int split_bracketed(const char *s, struct net_addr *a, const char **port_
 	if (!close || (close[1] && close[1] != ':'))
 		return -EINVAL;
 	len = (size_t)(close - s - 1);
-	if (len == 0 || len >= sizeof(a->host))
+	if (len == 0 || len >= sizeof(a->host) || memchr(s + 1, '[', len))
 		return -EINVAL;
 	memcpy(a->host, s + 1, len);
 	a->host[len] = '\0';
@@ -91,6 +91,8 @@ static int split_plain(const char *s, struct net_addr *a, const char **port_at)
 	size_t len;
 
 	*port_at = NULL;
+	if (strpbrk(s, "[]")) /* "::1]": a bracket belongs around an IPv6 address only */
+		return -EINVAL;
 	if (all_digits(s)) {
 		*port_at = s;
 		return 0;
@@ -359,7 +361,7 @@ int net_listen(const struct net_addr *a, int type, int backlog, int *fds, int ma
 }
 
 /* Waits for a non-blocking connect on fd to finish.  Returns 0 or -errno. */
-static int finish_connect(int fd, int timeout_ms)
+static int await_connect(int fd, int timeout_ms)
 {
 	socklen_t len = sizeof(int);
 	int rc, soerr = 0;
@@ -383,7 +385,7 @@ static int connect_one(const struct sockaddr *sa, socklen_t salen, int type, int
 	if (fd < 0)
 		return -errno;
 	if (connect(fd, sa, salen) < 0)
-		rc = errno == EINPROGRESS ? finish_connect(fd, timeout_ms) : -errno;
+		rc = errno == EINPROGRESS ? await_connect(fd, timeout_ms) : -errno;
 	if (rc < 0) {
 		close(fd);
 		return rc;

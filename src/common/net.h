@@ -20,6 +20,14 @@
 #define NET_NAMELEN	 128 /* "[v6addr%scope]:port" or a unix path */
 #define NET_DEFAULT_PORT 7127
 
+/*
+ * The largest payload of one UDP datagram (no IPv6 jumbograms): 65535 less
+ * the IPv4 and UDP headers; IPv6 counts no IP header in its 65535, so 20
+ * bytes more fit.
+ */
+#define NET_UDP_MAX_PAYLOAD4 65507
+#define NET_UDP_MAX_PAYLOAD6 65527
+
 /* A parsed -l argument or echoc target. */
 struct net_addr {
 	bool is_unix;

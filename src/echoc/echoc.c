@@ -17,9 +17,11 @@
  * Once the command line is parsed, every failure prints exactly one line
  * and makes the exit status 1.
  */
+#include "echoc.h"
+
 #include "bench.h"
 #include "clock.h"
-#include "config.h"
+#include "echoc_config.h"
 #include "echoc_udp.h"
 #include "net.h"
 #include "version.h"
@@ -35,8 +37,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-enum { EXIT_USAGE = 2 };
 
 /* Bytes moved per system call; also each pipe-mode buffer's bound. */
 #define IO_CHUNK (256 * 1024)
@@ -54,7 +54,6 @@ static double seconds(int ms)
 	return (double)ms / 1000.0;
 }
 
-/* Writes all n bytes to standard output.  Returns 0, or -1 after saying why. */
 int echoc_write_out(const char *p, size_t n)
 {
 	int rc = net_write_all(STDOUT_FILENO, p, n);
@@ -161,9 +160,11 @@ static int exchange(const struct session *s, const char *msg, size_t len)
 }
 
 /*
- * --once: the echo is complete, so the server must now end the stream.
- * Shutting our side first lets a server that drains input before closing
- * (echod --once does, to avoid a reset) close at once.
+ * The echo is complete, so the stream must end here: anything more the
+ * server sends makes the echo longer than the message.  Shutting our side
+ * tells an echo server that nothing more is coming, so it closes (and a
+ * server that drains input before closing, as echod --once does to avoid a
+ * reset, closes at once).
  */
 static int expect_close(const struct session *s)
 {
@@ -184,8 +185,7 @@ static int expect_close(const struct session *s)
 	return -1;
 }
 
-/* The words joined by spaces, plus a newline unless no_newline. */
-static char *join_words(char **words, int n, bool no_newline, size_t *len)
+char *echoc_join_words(char **words, int n, bool no_newline, size_t *len)
 {
 	size_t size = 1;
 	char *msg, *p;
@@ -214,13 +214,13 @@ static int send_message(const struct session *s, char **words, int n, bool no_ne
 	char *msg;
 	int rc;
 
-	msg = join_words(words, n, no_newline, &len);
+	msg = echoc_join_words(words, n, no_newline, &len);
 	if (!msg) {
 		warnx("out of memory");
 		return -1;
 	}
 	rc = exchange(s, msg, len);
-	if (rc == 0 && s->once)
+	if (rc == 0)
 		rc = expect_close(s);
 	free(msg);
 	return rc;
@@ -549,7 +549,7 @@ static int run_bench(int argc, char **argv)
  * Parses the command line into cfg.  Returns -1 to go on, else the exit
  * status main() should return (--help, --version, a usage error).
  */
-static int parse_args(struct client_config *cfg, int argc, char **argv)
+static int parse_client_args(struct client_config *cfg, int argc, char **argv)
 {
 	char why[CONFIG_ERRLEN];
 
@@ -593,7 +593,7 @@ int main(int argc, char **argv)
 
 	if (argc > 1 && !strcmp(argv[1], "bench"))
 		return run_bench(argc - 1, argv + 1);
-	rc = parse_args(&cfg, argc, argv);
+	rc = parse_client_args(&cfg, argc, argv);
 	if (rc >= 0)
 		return rc;
 	if (cfg.udp)

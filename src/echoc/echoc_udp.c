@@ -15,6 +15,7 @@
 #include "echoc_udp.h"
 
 #include "clock.h"
+#include "echoc.h"
 #include "net.h"
 
 #include <err.h>
@@ -29,8 +30,6 @@
 
 /* Room for any datagram, so a longer echo is seen as such, not cut short. */
 #define RECV_MAX 65536
-/* The largest UDP payload (IPv6; IPv4's is 65507). */
-#define MAX_PAYLOAD 65527
 
 struct dsession {
 	int fd;
@@ -84,7 +83,7 @@ static ssize_t recv_dgram(struct dsession *s)
  * Sends msg as one datagram, waits for its echo, prints it.  Returns 0 when
  * the echo equals msg, -1 after one line saying why.
  */
-static int exchange(struct dsession *s, const char *msg, size_t len)
+static int dgram_exchange(struct dsession *s, const char *msg, size_t len)
 {
 	uint64_t deadline = clock_now_ms() + (uint64_t)s->timeout_ms;
 	ssize_t n = -EAGAIN;
@@ -111,40 +110,31 @@ static int exchange(struct dsession *s, const char *msg, size_t len)
 	return 0;
 }
 
-/* Message mode: the words joined by spaces, plus a newline unless no_newline. */
-static int message(struct dsession *s, char **words, int n, bool no_newline)
+/* Message mode: the words as one datagram. */
+static int dgram_message(struct dsession *s, char **words, int n, bool no_newline)
 {
-	size_t len = no_newline ? 0 : 1;
-	char *msg, *p;
+	size_t len;
+	char *msg = echoc_join_words(words, n, no_newline, &len);
 	int rc;
 
-	for (int i = 0; i < n; i++)
-		len += strlen(words[i]) + (i > 0);
-	/* The kernel says EMSGSIZE for IPv4 between the two limits. */
-	if (len > MAX_PAYLOAD) {
-		warnx("message of %zu bytes is too long for one datagram (at most %d)", len,
-		      MAX_PAYLOAD);
-		return -1;
-	}
-	msg = p = malloc(len + 1);
 	if (!msg) {
 		warnx("out of memory");
 		return -1;
 	}
-	for (int i = 0; i < n; i++) {
-		if (i > 0)
-			*p++ = ' ';
-		p = stpcpy(p, words[i]);
+	/* Checked against IPv6's limit; over IPv4 the kernel says EMSGSIZE between the two. */
+	if (len > NET_UDP_MAX_PAYLOAD6) {
+		warnx("message of %zu bytes is too long for one datagram (at most %d)", len,
+		      NET_UDP_MAX_PAYLOAD6);
+		free(msg);
+		return -1;
 	}
-	if (!no_newline)
-		*p = '\n';
-	rc = exchange(s, msg, len);
+	rc = dgram_exchange(s, msg, len);
 	free(msg);
 	return rc;
 }
 
 /* Interactive mode: one datagram per line typed. */
-static int interactive(struct dsession *s)
+static int dgram_interactive(struct dsession *s)
 {
 	char line[4096];
 	ssize_t n;
@@ -159,7 +149,7 @@ static int interactive(struct dsession *s)
 		}
 		if (n == 0)
 			return 0;
-		if (exchange(s, line, (size_t)n) < 0)
+		if (dgram_exchange(s, line, (size_t)n) < 0)
 			return -1;
 	}
 }
@@ -183,15 +173,15 @@ struct window {
 	bool in_eof;
 };
 
-static struct dgram *slot(struct window *w, unsigned i)
+static struct dgram *window_slot(struct window *w, unsigned i)
 {
 	return &w->d[(w->head + i) % ECHOC_UDP_WINDOW];
 }
 
 /* Reads the next block of standard input and sends it as one datagram. */
-static int pipe_send(struct dsession *s, struct window *w)
+static int dgram_pipe_send(struct dsession *s, struct window *w)
 {
-	struct dgram *d = slot(w, w->count);
+	struct dgram *d = window_slot(w, w->count);
 	ssize_t n;
 
 	do
@@ -214,10 +204,10 @@ static int pipe_send(struct dsession *s, struct window *w)
 }
 
 /* Writes out the echoed datagrams at the front of the window. */
-static int pipe_flush(struct window *w)
+static int dgram_pipe_flush(struct window *w)
 {
-	while (w->count && slot(w, 0)->echoed) {
-		if (echoc_write_out(slot(w, 0)->data, slot(w, 0)->len) < 0)
+	while (w->count && window_slot(w, 0)->echoed) {
+		if (echoc_write_out(window_slot(w, 0)->data, window_slot(w, 0)->len) < 0)
 			return -1;
 		w->head = (w->head + 1) % ECHOC_UDP_WINDOW;
 		w->count--;
@@ -226,7 +216,7 @@ static int pipe_flush(struct window *w)
 }
 
 /* Matches one echo with the datagram in flight it equals. */
-static int pipe_recv(struct dsession *s, struct window *w)
+static int dgram_pipe_recv(struct dsession *s, struct window *w)
 {
 	ssize_t n = recv_dgram(s);
 
@@ -235,11 +225,11 @@ static int pipe_recv(struct dsession *s, struct window *w)
 	if (n < 0)
 		return -1;
 	for (unsigned i = 0; i < w->count; i++) {
-		struct dgram *d = slot(w, i);
+		struct dgram *d = window_slot(w, i);
 
 		if (!d->echoed && d->len == (size_t)n && !memcmp(d->data, s->buf, d->len)) {
 			d->echoed = true;
-			return pipe_flush(w);
+			return dgram_pipe_flush(w);
 		}
 	}
 	warnx("echo differs from what was sent (a %zd-byte datagram matching none in flight)", n);
@@ -247,24 +237,24 @@ static int pipe_recv(struct dsession *s, struct window *w)
 }
 
 /* How long to wait for the oldest echo; 0 once it is overdue. */
-static int pipe_timeout(const struct dsession *s, struct window *w)
+static int dgram_pipe_timeout(const struct dsession *s, struct window *w)
 {
 	int64_t left;
 
 	if (!w->count)
 		return -1;
-	left = (int64_t)(slot(w, 0)->sent_ms + (uint64_t)s->timeout_ms - clock_now_ms());
+	left = (int64_t)(window_slot(w, 0)->sent_ms + (uint64_t)s->timeout_ms - clock_now_ms());
 	return left > 0 ? (int)left : 0;
 }
 
-static int pipe_step(struct dsession *s, struct window *w)
+static int dgram_pipe_step(struct dsession *s, struct window *w)
 {
 	struct pollfd pfd[2] = {
 		{.fd = !w->in_eof && w->count < ECHOC_UDP_WINDOW ? STDIN_FILENO : -1,
 		 .events = POLLIN},
 		{.fd = w->count ? s->fd : -1, .events = POLLIN},
 	};
-	int timeout_ms = pipe_timeout(s, w);
+	int timeout_ms = dgram_pipe_timeout(s, w);
 
 	if (timeout_ms == 0) {
 		warnx("timeout after %g s waiting for the echo of datagram %lu (lost?)",
@@ -277,14 +267,14 @@ static int pipe_step(struct dsession *s, struct window *w)
 		warn("poll");
 		return -1;
 	}
-	if (pfd[1].revents && pipe_recv(s, w) < 0)
+	if (pfd[1].revents && dgram_pipe_recv(s, w) < 0)
 		return -1;
-	if (pfd[0].revents && pipe_send(s, w) < 0)
+	if (pfd[0].revents && dgram_pipe_send(s, w) < 0)
 		return -1;
 	return 0;
 }
 
-static int pipe_mode(struct dsession *s)
+static int dgram_pipe_mode(struct dsession *s)
 {
 	struct window *w = calloc(1, sizeof(*w));
 	int rc = 0;
@@ -294,7 +284,7 @@ static int pipe_mode(struct dsession *s)
 		return -1;
 	}
 	while (rc == 0 && !(w->in_eof && w->count == 0))
-		rc = pipe_step(s, w);
+		rc = dgram_pipe_step(s, w);
 	free(w);
 	return rc;
 }
@@ -318,11 +308,12 @@ int echoc_udp_main(const struct client_config *cfg, int argc, char **argv)
 	}
 	net_format_peer(s->fd, s->peer, sizeof(s->peer));
 	if (cfg->first_word < argc)
-		rc = message(s, argv + cfg->first_word, argc - cfg->first_word, cfg->no_newline);
+		rc = dgram_message(s, argv + cfg->first_word, argc - cfg->first_word,
+				   cfg->no_newline);
 	else if (isatty(STDIN_FILENO))
-		rc = interactive(s);
+		rc = dgram_interactive(s);
 	else
-		rc = pipe_mode(s);
+		rc = dgram_pipe_mode(s);
 	close(s->fd);
 	free(s);
 	return rc < 0 ? EXIT_FAILURE : EXIT_SUCCESS;

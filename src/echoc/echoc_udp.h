@@ -4,7 +4,7 @@
 #ifndef ECHOD_ECHOC_UDP_H
 #define ECHOD_ECHOC_UDP_H
 
-#include "config.h"
+#include "echoc_config.h"
 
 /* Largest datagram pipe mode sends: fits a 1500-byte MTU under IPv6, unfragmented. */
 #define ECHOC_UDP_CHUNK 1400
@@ -18,9 +18,6 @@
  * status: 0 when every echo came back equal, 1 after one line saying why
  * (an echo differs, or none came within the timeout: a datagram was lost).
  */
-/* Writes n bytes to standard output; 0, or -1 after one line saying why (echoc.c). */
-int echoc_write_out(const char *p, size_t n);
-
 int echoc_udp_main(const struct client_config *cfg, int argc, char **argv);
 
 #endif

@@ -285,8 +285,9 @@ int main(int argc, char **argv)
 
 	open_standard_fds();
 	parse_args(&cfg, argc, argv);
+	/* An unknown user is a start failure (1), as echod(1) says, not a usage error. */
 	if (cfg.user && privs_lookup(cfg.user, &privs, why, sizeof(why)) < 0)
-		errx(2, "%s", why);
+		errx(1, "%s", why);
 	e = choose_engine(&cfg);
 	srv.cfg = &cfg;
 	srv.workers = worker_count(&cfg, e);

@@ -1,5 +1,6 @@
 /*
- * log.h - the one place echod and echoc write diagnostics.
+ * log.h - echod's diagnostics, and only echod's: echoc reports with warnx(3),
+ * as a short-lived command does.
  *
  * Lines go to standard error, prefixed with the program name, lower-case and
  * without a trailing period.  With the json format each line is one JSON

@@ -35,7 +35,7 @@
 
 /* Datagrams per recvmmsg(2); 32 x 64 KiB of buffers per worker. */
 #define UDP_BATCH 32
-/* Room for the largest datagram: more than UDP_MAX_PAYLOAD6, so none truncates. */
+/* Room for the largest datagram: more than NET_UDP_MAX_PAYLOAD6, so none truncates. */
 #define UDP_SLOT 65536
 /* Batches served from one socket before looking at the others and at stop. */
 #define UDP_ROUNDS 16

@@ -24,10 +24,6 @@
 struct server;
 struct udp;
 
-/* The largest payloads one UDP datagram can carry, without IPv6 jumbograms. */
-#define UDP_MAX_PAYLOAD4 65507
-#define UDP_MAX_PAYLOAD6 65527
-
 /*
  * Binds srv->workers UDP sockets (SO_REUSEPORT) on the address of every IP
  * listener in srv, and logs "listening on udp ADDR" once per address.

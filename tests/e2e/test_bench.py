@@ -22,10 +22,13 @@ class Peer:
     """A Python echo server on 127.0.0.1:0 (TCP or UDP), optionally corrupting one byte.
 
     first_peer_only makes the UDP server answer only the first address it hears from, as
-    socat UDP-LISTEN does.
+    socat UDP-LISTEN does: it connects its socket to that peer, so the kernel refuses the
+    others (ICMP port unreachable).  truncate_to cuts each UDP echo to that many bytes (as
+    xinetd's 2048-byte buffer does); copies sends each UDP echo that many times.
     """
 
-    def __init__(self, udp=False, corrupt_at=None, first_peer_only=False):
+    def __init__(self, udp=False, corrupt_at=None, first_peer_only=False, truncate_to=None,
+                 copies=1):
         kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
         self.sock = socket.socket(socket.AF_INET, kind)
         self.sock.bind(("127.0.0.1", 0))
@@ -34,6 +37,8 @@ class Peer:
             self.sock.listen(16)
         self.corrupt_at = corrupt_at
         self.first_peer_only = first_peer_only
+        self.truncate_to = truncate_to
+        self.copies = copies
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.serve_udp if udp else self.serve_tcp,
                                        daemon=True)
@@ -75,15 +80,19 @@ class Peer:
                     return
 
     def serve_udp(self):
-        first = None
+        connected = False
         while not self.stop.is_set():
             try:
                 data, addr = self.sock.recvfrom(65536)
             except socket.timeout:
                 continue
-            first = first or addr
-            if addr == first or not self.first_peer_only:
-                self.sock.sendto(data, addr)
+            except OSError:  # ICMP for an echo the peer no longer wanted
+                continue
+            if self.first_peer_only and not connected:
+                self.sock.connect(addr)
+                connected = True
+            for _ in range(self.copies):
+                self.sock.sendto(data[:self.truncate_to], addr)
 
     def close(self):
         self.stop.set()
@@ -168,6 +177,43 @@ def test_bench_udp_probe_does_not_steal_a_one_peer_server(run_echoc, peer):
     assert report["datagrams"]["lost"] == 0
 
 
+def test_bench_udp_refused_connection_is_an_error(run_echoc, peer):
+    # The server answers the probe's peer only; connection 1 is refused.
+    p = peer(udp=True, first_peer_only=True)
+    res, report = bench(run_echoc, "-u", "-d", "1", "-c", "2", "-t", "0.2", p.target)
+    assert res.returncode == 1, res.stderr.decode()
+    assert report["errors"] >= 1
+    err = res.stderr.decode()
+    assert "connection 1: " in err and "Connection refused" in err, err
+
+
+def test_bench_udp_truncated_echo_is_named(run_echoc, peer):
+    p = peer(udp=True, truncate_to=32)
+    res, report = bench(run_echoc, "-u", "-d", "1", "-s", "64", "-t", "0.2", p.target)
+    assert res.returncode == 1
+    assert report["mismatches"] >= 1
+    err = res.stderr.decode()
+    assert "connection 0: datagram 0 came back truncated: 32 of its 64 bytes" in err, err
+    assert "never sent" not in err
+
+
+def test_bench_udp_duplicated_echo_is_not_a_mismatch(run_echoc, peer):
+    # Every echo comes twice, the probe's too.
+    p = peer(udp=True, copies=2)
+    res, report = bench(run_echoc, "-u", "-d", "1", "-t", "0.2", p.target)
+    assert_clean(res, report)
+    assert report["datagrams"]["duplicates"] >= 1
+
+
+def test_bench_connrate_once_reports_a_server_that_never_closes(run_echoc, peer):
+    p = peer()  # echoes, and keeps the connection open until the client closes
+    res, report = bench(run_echoc, "--mode", "connrate", "--once", "-d", "1", "-t", "0.2",
+                        p.target)
+    assert res.returncode == 1
+    assert report["errors"] >= 1
+    assert "did not close the connection" in res.stderr.decode()
+
+
 def test_bench_reports_corrupted_byte(run_echoc, peer):
     p = peer(corrupt_at=1000)
     res, report = bench(run_echoc, "-d", "1", "-s", "64", p.target)
@@ -195,6 +241,7 @@ def test_bench_writes_hdrhistogram_text(echod, run_echoc, tmp_path):
     (["-d", "0"], 2, "--duration"),
     (["-u", "--mode", "bulk"], 2, "-u"),
     (["--once"], 2, "--once"),
+    (["--mode", "bulk|idle"], 2, "--mode bulk|idle"),
 ])
 def test_bench_bad_input_one_line(run_echoc, args, status, words):
     res = run_echoc("bench", *args, "127.0.0.1:9", timeout=RUN_TIMEOUT)

@@ -178,6 +178,31 @@ def test_echo_cut_short_exits_1(peer, spawn_echoc):
     assert err.decode() == "echoc: echo ended after 2 of 6 bytes\n"
 
 
+def test_bytes_after_the_echo_exit_1(peer, spawn_echoc):
+    # The echo is right, then the server goes on: the echo is longer than the message.
+    proc = spawn_echoc(target_of(peer), "hi", stdout=subprocess.PIPE)
+    conn, _ = peer.accept()
+    with conn:
+        conn.sendall(recv_n(conn, 3) + b"extra")
+        out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 1
+    assert out.startswith(b"hi\n")
+    assert err.decode() == "echoc: echo differs from what was sent: it is longer\n"
+
+
+def test_message_waits_for_the_end_of_the_echo(peer, spawn_echoc):
+    # After the echo echoc shuts its side; the server's close ends the run with 0.
+    proc = spawn_echoc(target_of(peer), "hi", stdout=subprocess.PIPE)
+    conn, _ = peer.accept()
+    with conn:
+        conn.sendall(recv_n(conn, 3))
+        conn.settimeout(5.0)
+        assert conn.recv(1) == b""  # echoc's half-close
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert out == b"hi\n"
+
+
 # ---------------------------------------------------------------------------
 # --once
 
@@ -454,6 +479,16 @@ def test_usage_error_names_the_option_and_exits_2(run_echoc, args, names):
     assert res.returncode == 2
     assert res.stdout == b""
     assert names in one_stderr_line(res)
+
+
+def test_sub_millisecond_timeout_is_accepted(run_echoc):
+    # -t below the 1 ms resolution is rounded up to 1 ms, not refused as 0.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        res = run_echoc("-t", "0.0004", f"127.0.0.1:{port}", "hello")
+    assert res.returncode == 1
+    assert one_stderr_line(res) == f"echoc: connect 127.0.0.1:{port}: Connection refused"
 
 
 def test_help_lists_every_option(run_echoc):

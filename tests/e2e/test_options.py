@@ -33,6 +33,9 @@ BAD_USAGE = [
     (["--grace", "nan"], "--grace"),
     (["--grace", "-2"], "--grace"),
     (["--log-format", "xml"], "--log-format"),
+    (["--log-format", "text|json"], "--log-format"),
+    (["-m", "auto|epoll"], "--model"),
+    (["-l", "::1]"], "::1]"),
     (["-l", "127.0.0.1:99999"], "127.0.0.1:99999"),
     (["-l", "127.0.0.1:port"], "127.0.0.1:port"),
     (["-l", "[::1"], "[::1"),
@@ -155,6 +158,15 @@ def test_second_listener_in_use_fails_the_whole_start(run_echod):
         r = run_echod("-l", "127.0.0.1:0", "-l", f"127.0.0.1:{port}")
     assert r.returncode == 1
     assert f"127.0.0.1:{port}" in r.stderr and "Address already in use" in r.stderr
+
+
+def test_unknown_user_cannot_start_exits_1(run_echod):
+    # echod(1): an unknown --user is a start failure (1), not a usage error (2).
+    r = run_echod("-l", "127.0.0.1:0", "--user", "echod-test-no-such-user")
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0] == "echod: --user echod-test-no-such-user: no such user"
 
 
 def _privileged_port_needs_root():

@@ -9,8 +9,10 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include "../../src/echoc/bench.c"
-#include "../../src/echoc/hist.c"
+#include "bench_pattern.h"
+
+#include <stdint.h>
+#include <string.h>
 
 #define STREAM 20000
 

@@ -7,6 +7,7 @@
  * with what the parser filled in, so a case says only what it is about.
  */
 #include "config.h"
+#include "echoc_config.h"
 
 #include <stdarg.h>
 #include <stddef.h>
@@ -96,6 +97,17 @@ static const struct parse_case echod_cases[] = {
 	 "--model : must be one of auto|epoll|uring|threads|iterative"},
 	{{"echod", "--log-format", "json"}, OPTS_OK, "log-format=json"},
 	{{"echod", "--log-format", "xml"}, OPTS_ERROR, "--log-format xml: must be one of text|json"},
+	/* The choices list is not itself a choice, nor is any run of it. */
+	{{"echod", "-m", "auto|epoll"}, OPTS_ERROR,
+	 "--model auto|epoll: must be one of auto|epoll|uring|threads|iterative"},
+	{{"echod", "--log-format", "text|json"}, OPTS_ERROR,
+	 "--log-format text|json: must be one of text|json"},
+	{{"echod", "--log-format", "json|"}, OPTS_ERROR, "--log-format json|: must be one of text|json"},
+	{{"echod", "-l", "::1]"}, OPTS_ERROR, "--listen ::1]: malformed address \"::1]\""},
+	{{"echod", "-l", "::1]:7"}, OPTS_ERROR, "--listen ::1]:7: malformed address \"::1]:7\""},
+	{{"echod", "-l", "[::1]]:7"}, OPTS_ERROR, "--listen [::1]]:7: malformed address \"[::1]]:7\""},
+	{{"echod", "-l", "host[:7"}, OPTS_ERROR, "--listen host[:7: malformed address \"host[:7\""},
+	{{"echod", "--idle-timeout", "0.0004"}, OPTS_OK, "idle=1"},
 	{{"echod", "-v", "-v"}, OPTS_OK, "verbose=2 quiet=0"},
 	{{"echod", "-vv"}, OPTS_OK, "verbose=2"},
 	{{"echod", "-q"}, OPTS_OK, "quiet=1 verbose=0"},
@@ -125,6 +137,8 @@ static const struct parse_case echoc_cases[] = {
 	{{"echoc", "--once", "-t", "0.25", "localhost:7"}, OPTS_OK,
 	 "once=1 timeout=250 target=localhost:7 first-word=5"},
 	{{"echoc", "--timeout", "0"}, OPTS_ERROR, "--timeout must be more than 0 seconds"},
+	/* Less than the 1 ms resolution is rounded up to it, not down to 0. */
+	{{"echoc", "-t", "0.0004", "localhost:7"}, OPTS_OK, "timeout=1"},
 	{{"echoc", "--timeout", "never"}, OPTS_ERROR, "--timeout never: not a number of seconds"},
 	{{"echoc", "-t"}, OPTS_ERROR, "option --timeout needs a value"},
 	{{"echoc", "[::1", "hi"}, OPTS_ERROR, "[::1: malformed address \"[::1\""},

@@ -10,9 +10,13 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include "../../src/echoc/hist.c"
+#include "hist.h"
 
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define NVALUES 20000
 

@@ -1,5 +1,5 @@
 /*
- * config.h - command-line options, from one table per program.
+ * opts.h - command-line options, from one table per program.
  *
  * Each program describes its options once, as a table of struct opt.  The
  * same table drives getopt_long(3), the range checks and the --help text, so
@@ -7,8 +7,8 @@
  * fields the table names by offset; nothing here is global except getopt's
  * own cursor, and nothing here exits.
  */
-#ifndef ECHOD_CONFIG_H
-#define ECHOD_CONFIG_H
+#ifndef ECHOD_OPTS_H
+#define ECHOD_OPTS_H
 
 #include "net.h"
 
@@ -17,6 +17,7 @@
 #include <stdio.h>
 
 #define CONFIG_ERRLEN	  256
+#define EXIT_USAGE	  2 /* exit status for a usage error, in both programs */
 #define CONFIG_MAX_LISTEN 16
 
 enum opt_kind {
@@ -65,51 +66,7 @@ struct addr_list {
 	int n;
 };
 
-/* echod's configuration. */
-struct config {
-	struct addr_list listen; /* empty: every address, NET_DEFAULT_PORT */
-	bool once;
-	const char *model;
-	long workers;	   /* 0: number of CPUs */
-	long buffer_bytes; /* 0: CONFIG_ONCE_BUFFER with --once, else CONFIG_STREAM_BUFFER */
-	long backlog;
-	long max_conns;	      /* 0: unlimited */
-	long idle_timeout_ms; /* 0: off */
-	long grace_ms;
-	const char *user;
-	long verbose;
-	bool quiet;
-	const char *log_format;
-	bool udp;		  /* also serve UDP echo on the same addresses */
-	long udp_rate;		  /* datagrams/s per source, 0 = unlimited */
-	bool udp_allow_low_ports; /* answer the well-known service ports too */
-};
-
-#define CONFIG_ONCE_BUFFER   1024
-#define CONFIG_STREAM_BUFFER 16384
-#define CONFIG_UDP_RATE	     1000 /* --udp-rate default; the help text says why */
-#define CONFIG_UDP_RATE_MAX  1000000
-
-/*
- * Parses and validates echod's command line into cfg.  On OPTS_ERROR, err
- * holds one line naming the option and the value.
- */
-enum opts_result config_parse(struct config *cfg, int argc, char **argv, char *err, size_t errlen);
-/* Prints echod's usage, generated from its option table. */
-void config_usage(FILE *out);
-
-/* echoc's configuration (message, interactive and pipe modes). */
-struct client_config {
-	struct net_addr target;
-	bool udp;
-	bool once;
-	bool no_newline;
-	long timeout_ms;
-	int first_word; /* index in argv of the first MESSAGE word, argc if none */
-};
-
-enum opts_result client_config_parse(struct client_config *cfg, int argc, char **argv, char *err,
-				     size_t errlen);
-void client_config_usage(FILE *out);
+/* The number of rows of an option table. */
+#define OPTS_COUNT(tab) (sizeof(tab) / sizeof((tab)[0]))
 
 #endif

@@ -1,0 +1,140 @@
+/*
+ * config.c - echod's options: its table, defaults and the checks between
+ * options (opts.c does the parsing).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <string.h>
+
+#define FIELD(member) offsetof(struct config, member)
+
+/* echod's options, in --help order. */
+static const struct opt echod_opts[] = {
+	{"listen", 'l', OPT_ADDR, FIELD(listen), "ADDR", 0, 0, NULL,
+	 "listen on ADDR: PORT, HOST:PORT, [V6ADDR]:PORT or unix:PATH; repeatable "
+	 "(default: every IPv4 and IPv6 address, port 7127)"},
+	{"udp", 0, OPT_FLAG, FIELD(udp), NULL, 0, 0, NULL,
+	 "also serve UDP echo on the same addresses and ports (off by default: an open UDP echo "
+	 "can be abused as a reflector)"},
+	{"udp-rate", 0, OPT_NUM, FIELD(udp_rate), "N", 0, CONFIG_UDP_RATE_MAX, NULL,
+	 "UDP datagrams per second answered per source address, 0 = unlimited (default 1000: "
+	 "far above what an interactive client or a test needs, yet it caps what a forged "
+	 "source address can be made to receive)"},
+	{"udp-allow-low-ports", 0, OPT_FLAG, FIELD(udp_allow_low_ports), NULL, 0, 0, NULL,
+	 "answer UDP from the well-known service ports the loop guard refuses (echo, chargen, "
+	 "ntp...; see echod(1)) too: lab use only, as two such services could loop"},
+	{"once", 0, OPT_FLAG, FIELD(once), NULL, 0, 0, NULL,
+	 "tutorial mode: echo the first chunk a client sends (up to --buffer bytes), then close"},
+	{"model", 'm', OPT_CHOICE, FIELD(model), "MODEL", 0, 0,
+	 "auto|epoll|uring|threads|iterative",
+	 "auto | epoll | uring | threads | iterative (default auto)"},
+	{"workers", 'w', OPT_NUM, FIELD(workers), "N", 1, 1024, NULL,
+	 "worker threads for epoll and uring (default: number of CPUs)"},
+	{"buffer", 0, OPT_NUM, FIELD(buffer_bytes), "BYTES", 1, 16 << 20, NULL,
+	 "receive buffer per connection (default 1024 with --once, else 16384)"},
+	{"backlog", 0, OPT_NUM, FIELD(backlog), "N", 1, 65535, NULL,
+	 "listen backlog (default SOMAXCONN)"},
+	{"max-conns", 0, OPT_NUM, FIELD(max_conns), "N", 0, 10000000, NULL,
+	 "serve at most N connections at once; the rest wait in the backlog (0 = no limit)"},
+	{"idle-timeout", 0, OPT_SECONDS, FIELD(idle_timeout_ms), "S", 0, 86400, NULL,
+	 "close a connection idle for S seconds (default 0 = off)"},
+	{"grace", 0, OPT_SECONDS, FIELD(grace_ms), "S", 0, 3600, NULL,
+	 "on SIGTERM/SIGINT let open connections finish for up to S seconds (default 5)"},
+	{"user", 0, OPT_STR, FIELD(user), "NAME", 0, 0, NULL,
+	 "drop privileges to NAME after binding"},
+	{"verbose", 'v', OPT_COUNT, FIELD(verbose), NULL, 0, 0, NULL, "log every connection"},
+	{"quiet", 'q', OPT_FLAG, FIELD(quiet), NULL, 0, 0, NULL,
+	 "log errors only (the listening lines are still printed)"},
+	{"log-format", 0, OPT_CHOICE, FIELD(log_format), "FORMAT", 0, 0, "text|json",
+	 "text | json (default text)"},
+	{"help", 'h', OPT_HELP, 0, NULL, 0, 0, NULL, "print this help and exit"},
+	{"version", 'V', OPT_VERSION, 0, NULL, 0, 0, NULL, "print the version and exit"},
+};
+
+static void config_defaults(struct config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->model = "auto";
+	cfg->backlog = SOMAXCONN;
+	cfg->grace_ms = 5000;
+	cfg->log_format = "text";
+	cfg->udp_rate = -1; /* not given */
+}
+
+/* True when every -l address is a unix socket, which has no UDP twin. */
+static bool only_unix(const struct config *cfg)
+{
+	for (int i = 0; i < cfg->listen.n; i++)
+		if (!cfg->listen.addr[i].is_unix)
+			return false;
+	return cfg->listen.n > 0;
+}
+
+/* The UDP options' clashes; fills in the --udp-rate default. */
+static int validate_udp(struct config *cfg, char *err, size_t errlen)
+{
+	if (!cfg->udp && (cfg->udp_rate >= 0 || cfg->udp_allow_low_ports)) {
+		snprintf(err, errlen, "--%s needs --udp",
+			 cfg->udp_rate >= 0 ? "udp-rate" : "udp-allow-low-ports");
+		return -EINVAL;
+	}
+	if (cfg->udp_rate < 0)
+		cfg->udp_rate = CONFIG_UDP_RATE;
+	if (!cfg->udp)
+		return 0;
+	/* Every datagram is already answered once; --once would mean nothing. */
+	if (cfg->once) {
+		snprintf(err, errlen, "cannot use --once with --udp");
+		return -EINVAL;
+	}
+	if (only_unix(cfg)) {
+		snprintf(err, errlen, "--udp needs an IP address to listen on, not only unix:");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Checks the clashes between options, once every option is known. */
+static int validate(struct config *cfg, char *err, size_t errlen)
+{
+	bool blocking = !strcmp(cfg->model, "threads") || !strcmp(cfg->model, "iterative");
+
+	if (cfg->workers && blocking) {
+		snprintf(err, errlen, "--workers applies to the epoll and uring models, not %s",
+			 cfg->model);
+		return -EINVAL;
+	}
+	if (cfg->verbose && cfg->quiet) {
+		snprintf(err, errlen, "cannot use --verbose with --quiet");
+		return -EINVAL;
+	}
+	if (!cfg->buffer_bytes)
+		cfg->buffer_bytes = cfg->once ? CONFIG_ONCE_BUFFER : CONFIG_STREAM_BUFFER;
+	return validate_udp(cfg, err, errlen);
+}
+
+enum opts_result config_parse(struct config *cfg, int argc, char **argv, char *err, size_t errlen)
+{
+	enum opts_result res;
+	int first;
+
+	config_defaults(cfg);
+	res = opts_parse(echod_opts, OPTS_COUNT(echod_opts), cfg, argc, argv, false, &first, err,
+			 errlen);
+	if (res != OPTS_OK)
+		return res;
+	if (first < argc) {
+		snprintf(err, errlen, "unexpected argument \"%s\" (addresses go after -l)",
+			 argv[first]);
+		return OPTS_ERROR;
+	}
+	return validate(cfg, err, errlen) < 0 ? OPTS_ERROR : OPTS_OK;
+}
+
+void config_usage(FILE *out)
+{
+	fprintf(out, "usage: echod [options]\n"
+		     "Serve the Echo protocol (RFC 862) over TCP (and UDP with --udp).\n\n");
+	opts_usage(echod_opts, OPTS_COUNT(echod_opts), out);
+}

@@ -1,0 +1,42 @@
+/*
+ * config.h - echod's configuration, parsed from its command line.
+ */
+#ifndef ECHOD_CONFIG_H
+#define ECHOD_CONFIG_H
+
+#include "opts.h"
+
+/* echod's configuration. */
+struct config {
+	struct addr_list listen; /* empty: every address, NET_DEFAULT_PORT */
+	bool once;
+	const char *model;
+	long workers;	   /* 0: number of CPUs */
+	long buffer_bytes; /* 0: CONFIG_ONCE_BUFFER with --once, else CONFIG_STREAM_BUFFER */
+	long backlog;
+	long max_conns;	      /* 0: unlimited */
+	long idle_timeout_ms; /* 0: off */
+	long grace_ms;
+	const char *user;
+	long verbose;
+	bool quiet;
+	const char *log_format;
+	bool udp;		  /* also serve UDP echo on the same addresses */
+	long udp_rate;		  /* datagrams/s per source, 0 = unlimited */
+	bool udp_allow_low_ports; /* answer the well-known service ports too */
+};
+
+#define CONFIG_ONCE_BUFFER   1024
+#define CONFIG_STREAM_BUFFER 16384
+#define CONFIG_UDP_RATE	     1000 /* --udp-rate default; the help text says why */
+#define CONFIG_UDP_RATE_MAX  1000000
+
+/*
+ * Parses and validates echod's command line into cfg.  On OPTS_ERROR, err
+ * holds one line naming the option and the value.
+ */
+enum opts_result config_parse(struct config *cfg, int argc, char **argv, char *err, size_t errlen);
+/* Prints echod's usage, generated from its option table. */
+void config_usage(FILE *out);
+
+#endif

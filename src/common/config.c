@@ -107,8 +107,9 @@ static int parse_choice(const struct opt *o, const char *arg, char *err, size_t 
 {
 	size_t len = strlen(arg);
 
+	/* The whole choice must match: "auto|epoll" is not one of "auto|epoll|...". */
 	for (const char *c = o->choices; len && c; c = strchr(c, '|'), c = c ? c + 1 : c)
-		if (!strncmp(c, arg, len) && (c[len] == '|' || c[len] == '\0'))
+		if (strcspn(c, "|") == len && !strncmp(c, arg, len))
 			return 0;
 	snprintf(err, errlen, "--%s %s: must be one of %s", o->name, arg, o->choices);
 	return -EINVAL;

@@ -54,7 +54,7 @@ replay()
 fuzz_one()
 {
 	local t=$1 bin=$dir/fuzz_$1 work=$dir/corpus/$1 crashes=$dir/crashes/$1/
-	local log=$dir/fuzz-$1.log rc=0 execs cov ft corp
+	local log=$dir/fuzz-$1.log rc=0 execs cov ft corp edges
 	local args=(-max_total_time="$secs" -print_final_stats=1 -timeout=10
 		-max_len="$(max_len "$t")" -artifact_prefix="$crashes")
 
@@ -62,17 +62,19 @@ fuzz_one()
 	[ ! -f "tests/fuzz/$t.dict" ] || args+=(-dict="tests/fuzz/$t.dict")
 	replay "$t" "$bin" "$dir/replay-$t.log" || {
 		failed+=("$t (regression)")
-		summary+=("$(printf '%-8s %12s %8s %8s %8s  %s' "$t" - - - - "FAILED (regression)")")
+		summary+=("$(printf '%-8s %12s %12s %8s %8s  %s' "$t" - - - - "FAILED (regression)")")
 		return
 	}
 	echo "fuzz: $t: fuzzing for ${secs}s (log: $log)"
 	timeout -k 10 $((secs + 120)) "$bin" "${args[@]}" "$work" "tests/fuzz/corpus/$t" \
 		>"$log" 2>&1 || rc=$?
 	execs=$(sed -nE 's/^stat::number_of_executed_units: *([0-9]+).*/\1/p' "$log")
+	# The edges instrumented in the whole binary (bench.c's for options): what cov counts out of.
+	edges=$(sed -nE 's/.*\(([0-9]+) inline 8-bit counters\).*/\1/p' "$log" | head -1)
 	read -r cov ft corp < <(grep -E '^#[0-9]+.*cov: ' "$log" | tail -1 |
 		sed -E 's/.*cov: ([0-9]+) ft: ([0-9]+) corp: ([0-9]+).*/\1 \2 \3/') || true
-	summary+=("$(printf '%-8s %12s %8s %8s %8s  %s' "$t" "${execs:-?}" "${cov:-?}" "${ft:-?}" \
-		"${corp:-?}" "$([ "$rc" -eq 0 ] && echo ok || echo "FAILED ($rc)")")")
+	summary+=("$(printf '%-8s %12s %12s %8s %8s  %s' "$t" "${execs:-?}" "${cov:-?}/${edges:-?}" \
+		"${ft:-?}" "${corp:-?}" "$([ "$rc" -eq 0 ] && echo ok || echo "FAILED ($rc)")")")
 	if [ "$rc" -ne 0 ]; then
 		grep -E -A25 'ERROR: |runtime error|invariant broken|deadly signal' "$log" | head -50 || true
 		ls -1 "$crashes" 2>/dev/null | sed "s|^|fuzz: $t: saved input: $crashes|"
@@ -84,7 +86,7 @@ for t in "$@"; do
 	fuzz_one "$t"
 done
 
-printf '\n%-8s %12s %8s %8s %8s  %s\n' target executions cov ft corpus result
+printf '\n%-8s %12s %12s %8s %8s  %s\n' target executions cov/edges ft corpus result
 printf '%s\n' "${summary[@]}"
 if [ "${#failed[@]}" -gt 0 ]; then
 	echo "fuzz: FAILED: ${failed[*]}"

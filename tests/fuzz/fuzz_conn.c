@@ -43,7 +43,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 		}                                                                                  \
 	} while (0)
 
-#define ALL	    255 /* an amount meaning "everything allowed" */
+#define ALL	     255 /* an amount meaning "everything allowed" */
 #define FINISH_STEPS 16	 /* flush, shut, EOF: a few rounds are enough */
 
 enum buffer_mode { OWNED, LENT, BORROWED, MODES };

@@ -15,8 +15,8 @@
  */
 #include <netdb.h>
 
-static int numeric_getaddrinfo(const char *node, const char *service,
-			       const struct addrinfo *hints, struct addrinfo **res)
+static int numeric_getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
+			       struct addrinfo **res)
 {
 	struct addrinfo h = *hints;
 

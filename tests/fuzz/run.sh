@@ -20,8 +20,10 @@ secs=${FUZZ_S:-60}
 cd "$(dirname "$0")/../.."
 
 # Sanitizer settings of the caller (make check's log_path, ...) would hide the
-# reports from the log read here.
-unset ASAN_OPTIONS UBSAN_OPTIONS
+# reports from the log read here; only its verdict on leak checking is kept
+# (LeakSanitizer cannot run under ptrace, and make check says detect_leaks=0 then).
+leaks=$(grep -oE 'detect_leaks=[01]' <<<"${ASAN_OPTIONS:-}" | tail -1 || true)
+export ASAN_OPTIONS=${leaks:-detect_leaks=1}
 export UBSAN_OPTIONS=print_stacktrace=1
 
 # Longest input worth trying per target: an argv, an address, an event script.

@@ -11,6 +11,7 @@
 # Environment (all optional):
 #   ECHOD_MODELS   models for the end-to-end runs (default: conftest.py's, i.e. all)
 #   CHECK_JOBS     parallel make jobs (default: number of CPUs)
+#   CHECK_FUZZ_S   seconds of fuzzing per libFuzzer target (default 10)
 #   PYTHON         interpreter with pytest (default /usr/bin/python3: Debian's
 #                  python3-pytest; a pyenv python3 first on PATH may lack pytest)
 set -eEuo pipefail
@@ -19,7 +20,7 @@ set -eEuo pipefail
 TSAN_MODELS="threads epoll uring"
 
 # Debian packages the tests need beyond gcc, make and python3.
-PACKAGES="libcmocka-dev liburing-dev python3-pytest python3-pytest-timeout clang python3-matplotlib"
+PACKAGES="libcmocka-dev liburing-dev python3-pytest python3-pytest-timeout clang libclang-rt-dev python3-matplotlib"
 
 # Time limits, in seconds.  `make check` as a whole must stay under 20 minutes
 # on a 2-CPU machine; these only stop a step that hangs.
@@ -340,6 +341,11 @@ main()
 	step "end-to-end tests (ASan+UBSan, models: ${ECHOD_MODELS:-all})"
 	sanitizer_env asan-e2e
 	e2e_tests asan $asan "${ECHOD_MODELS:-}"
+	step_done
+
+	# libFuzzer (clang's libclang-rt-dev): replay tests/fuzz/regressions, then a short fuzz.
+	step "fuzz (regression inputs, then ${CHECK_FUZZ_S:-10}s per target)"
+	run 300 make -j"$JOBS" FUZZ_S="${CHECK_FUZZ_S:-10}" fuzz
 	step_done
 
 	models=$(tsan_models)

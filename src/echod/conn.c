@@ -130,7 +130,8 @@ size_t conn_pending_bytes(const struct conn *c)
 
 size_t conn_pending(const struct conn *c, const unsigned char **p)
 {
-	*p = c->buf + c->head;
+	/* A lent buffer may be away (conn_detach): NULL + 0 is undefined in C. */
+	*p = c->buf ? c->buf + c->head : NULL;
 	return c->tail - c->head;
 }
 

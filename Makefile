@@ -44,11 +44,11 @@ endif
 # program links only its own modules and the common ones.
 COMMON = common/net common/config
 ECHOD  = $(addprefix echod/,echod engine engine_iterative engine_threads \
-           engine_epoll engine_uring privs conn log metrics udp) $(COMMON)
+           engine_epoll engine_uring privs conn log metrics udp proxy) $(COMMON)
 ECHOC  = $(addprefix echoc/,echoc echoc_udp bench hist) $(COMMON)
-UNIT   = conn net config hist bench udp log
+UNIT   = conn net config hist bench udp log proxy
 # Modules the unit tests link (the rest they #include whole, to reach statics).
-UNIT_OBJS = $(COMMON) echod/conn echod/log echod/metrics
+UNIT_OBJS = $(COMMON) echod/conn echod/log echod/metrics echod/proxy
 
 INCLUDES_common = -Isrc/common
 INCLUDES_echod  = -Isrc/common -Isrc/echod

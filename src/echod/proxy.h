@@ -57,6 +57,13 @@
  * PROXY_ERR_V2_TOO_LONG as soon as its length field arrives.
  */
 #define PROXY_HEADER_MAX 1024
+/*
+ * How long a connection may take to deliver its header before the caller
+ * closes it (PROXY_ERR_TIMEOUT).  The spec asks for at least 3 s, to cover a
+ * TCP retransmit; a proxy sends the header at once, so a slower one is not a
+ * proxy, or a client holding a connection open for nothing.
+ */
+#define PROXY_TIMEOUT_MS 5000
 
 enum proxy_result {
 	PROXY_OK,

@@ -44,7 +44,7 @@ endif
 # program links only its own modules and the common ones.
 COMMON = common/net common/config
 ECHOD  = $(addprefix echod/,echod engine engine_iterative engine_threads \
-           engine_epoll engine_uring privs conn log metrics udp) $(COMMON)
+           engine_epoll engine_uring privs conn log metrics udp activation inetd) $(COMMON)
 ECHOC  = $(addprefix echoc/,echoc echoc_udp bench hist) $(COMMON)
 UNIT   = conn net config hist bench udp log
 # Modules the unit tests link (the rest they #include whole, to reach statics).

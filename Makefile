@@ -46,7 +46,7 @@ COMMON = common/net common/config
 ECHOD  = $(addprefix echod/,echod engine engine_iterative engine_threads \
            engine_epoll engine_uring privs conn log metrics udp activation inetd) $(COMMON)
 ECHOC  = $(addprefix echoc/,echoc echoc_udp bench hist) $(COMMON)
-UNIT   = conn net config hist bench udp log
+UNIT   = conn net config hist bench udp log activation
 # Modules the unit tests link (the rest they #include whole, to reach statics).
 UNIT_OBJS = $(COMMON) echod/conn echod/log echod/metrics
 

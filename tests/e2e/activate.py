@@ -27,6 +27,7 @@ needs_socket_activate = pytest.mark.skipif(
 
 BOUND_RE = re.compile(r"^Listening on (.+) as (\d+)\.$")
 START_TRIES = 5
+SANITIZER_VARS = ("ASAN_OPTIONS", "UBSAN_OPTIONS", "TSAN_OPTIONS", "LSAN_OPTIONS")
 
 
 def free_port(kind=socket.SOCK_STREAM):
@@ -44,7 +45,9 @@ class Activated(Server):
     """
 
     def __init__(self, activate_args, listen, echod_args, env=None):
-        self.args = ([SOCKET_ACTIVATE] + list(activate_args) +
+        # The tool passes on only what it is told to: the sanitizers' settings too.
+        passed = [f"--setenv={v}" for v in SANITIZER_VARS if v in (env or os.environ)]
+        self.args = ([SOCKET_ACTIVATE] + passed + list(activate_args) +
                      [f"--listen={a}" for a in listen] + [ECHOD] + list(echod_args))
         self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -99,8 +99,8 @@ static const char *unservable(int type, int family, int listening)
 	if (type != SOCK_STREAM && type != SOCK_DGRAM)
 		return "is neither a stream nor a datagram socket";
 	if (listening)
-		return "is a listening socket, not a connection (inetd \"wait\" TCP, or systemd "
-		       "Accept=no: run echod without --inetd)";
+		return "is a listening socket, not a connection: inetd's \"wait\" mode for TCP is "
+		       "not supported; under systemd with Accept=no, run echod without --inetd";
 	return NULL;
 }
 

@@ -121,11 +121,13 @@ os.execv(sys.argv[3], sys.argv[3:])
 """
 
 
-def run_with_listen_fd(sock, echod_args, listen_pid="self", timeout=10):
-    """Runs echod with sock as systemd's descriptor 3; returns CompletedProcess (text)."""
+def run_with_listen_fd(sock, echod_args, listen_pid="self", names=None, timeout=10):
+    """Runs echod with sock as systemd's descriptor 3 (named names, LISTEN_FDNAMES);
+    returns CompletedProcess (text)."""
+    env = dict(os.environ, LISTEN_FDNAMES=names) if names else None
     return subprocess.run([sys.executable, "-c", _SHIM, str(sock.fileno()), listen_pid, ECHOD] +
                           list(echod_args), pass_fds=[sock.fileno()], capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=env)
 
 
 def start_with_listen_fd(sock, echod_args, listen_pid="self"):

@@ -40,8 +40,10 @@ def test_tcp_socket_from_systemd(activate, model):
 
 
 @needs_socket_activate
-def test_udp_socket_from_systemd(activate):
-    run = activate(["--datagram"], ["127.0.0.1:{port}"], [])
+@pytest.mark.parametrize("model", MODELS)
+def test_udp_socket_from_systemd(activate, model):
+    """UDP alone: the engine runs with no stream listener at all."""
+    run = activate(["--datagram"], ["127.0.0.1:{port}"], ["-m", model])
     addr = ("127.0.0.1", run.port_asked)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
         c.settimeout(10)
@@ -114,9 +116,9 @@ def test_connected_socket_is_refused():
     """Accept=yes passes connections: echod without --inetd says so and exits 1."""
     a, b = socket.socketpair()
     with a, b:
-        res = run_with_listen_fd(b, ["-l", "127.0.0.1:0"])
+        res = run_with_listen_fd(b, ["-l", "127.0.0.1:0"], names="web")
     assert res.returncode == 1
-    assert "LISTEN_FDS: descriptor 3 is a connected stream socket" in res.stderr
+    assert "LISTEN_FDS: descriptor 3 (web) is a connected stream socket" in res.stderr
     assert "--inetd" in res.stderr
 
 

@@ -79,8 +79,8 @@ void activation_fd_name(const char *names, int i, char *buf, size_t buflen)
 /* What a passed descriptor turned out to be. */
 struct passed {
 	int fd;
-	int type;   /* SOCK_STREAM or SOCK_DGRAM */
-	int family; /* AF_INET, AF_INET6 or AF_UNIX */
+	int type;		    /* SOCK_STREAM or SOCK_DGRAM */
+	int family;		    /* AF_INET, AF_INET6 or AF_UNIX */
 	char name[NET_NAMELEN + 8]; /* "tcp 127.0.0.1:7127", as logged */
 };
 
@@ -108,7 +108,8 @@ static int name_socket(struct passed *p)
 	if (p->family == AF_UNIX && len > offsetof(struct sockaddr_un, sun_path) &&
 	    sun->sun_path[0] == '\0') /* abstract: "@name", as ss(8) shows it */
 		snprintf(addr, sizeof(addr), "@%.*s",
-			 (int)(len - offsetof(struct sockaddr_un, sun_path) - 1), sun->sun_path + 1);
+			 (int)(len - offsetof(struct sockaddr_un, sun_path) - 1),
+			 sun->sun_path + 1);
 	else
 		net_format_sockaddr((struct sockaddr *)&ss, len, addr, sizeof(addr));
 	kind = p->family == AF_UNIX ? "unix" : p->type == SOCK_DGRAM ? "udp" : "tcp";
@@ -151,7 +152,9 @@ static int check_fd(struct passed *p, const char *names, char *why, size_t whyle
 		rc = name_socket(p);
 	if (rc < 0) {
 		snprintf(why, whylen, "LISTEN_FDS: %s: %s", what,
-			 rc == -EBADF ? "not open" : rc == -ENOTSOCK ? "not a socket" : strerror(-rc));
+			 rc == -EBADF	   ? "not open"
+			 : rc == -ENOTSOCK ? "not a socket"
+					   : strerror(-rc));
 		return -EINVAL;
 	}
 	bad = unservable(p, listening);
@@ -186,7 +189,8 @@ static int hand_over(struct server *srv, struct activated_udp *udp, const struct
 			struct listener *l = &srv->listeners[srv->nlisteners++];
 
 			/* path stays empty: the socket file is systemd's, not ours to remove. */
-			*l = (struct listener){.fd = p[i].fd, .type = SOCK_STREAM,
+			*l = (struct listener){.fd = p[i].fd,
+					       .type = SOCK_STREAM,
 					       .is_unix = p[i].family == AF_UNIX};
 			snprintf(l->name, sizeof(l->name), "%s", p[i].name);
 		}

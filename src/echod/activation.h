@@ -31,7 +31,7 @@ struct server;
 #define ACTIVATION_FDS_START 3
 /* More than any sane socket unit passes; beyond it LISTEN_FDS is refused. */
 #define ACTIVATION_MAX_FDS 64
-#define ACTIVATION_ERRLEN 256
+#define ACTIVATION_ERRLEN  256
 
 /* The datagram sockets systemd passed, for udp_adopt(). */
 struct activated_udp {

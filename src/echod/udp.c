@@ -645,8 +645,7 @@ static void ask_pktinfo(int fd)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one));
 }
 
-int udp_adopt(struct server *srv, const int *fds, int n, struct udp **out, char *err,
-	      size_t errlen)
+int udp_adopt(struct server *srv, const int *fds, int n, struct udp **out, char *err, size_t errlen)
 {
 	struct udp *u = udp_alloc(srv, n);
 	int rc = 0;

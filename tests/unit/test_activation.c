@@ -15,6 +15,7 @@
 
 static void test_count(void **state)
 {
+	/* clang-format off */
 	static const struct {
 		const char *pid, *fds;
 		int want;
@@ -34,6 +35,7 @@ static void test_count(void **state)
 		{"0", "2", -EINVAL},
 		{"", "2", -EINVAL},
 	};
+	/* clang-format on */
 	char why[ACTIVATION_ERRLEN];
 
 	(void)state;
@@ -79,7 +81,8 @@ static void test_notify_address(void **state)
 	(void)state;
 	assert_int_equal(notify_address("/run/systemd/notify", &sa, &len), 0);
 	assert_string_equal(sa.sun_path, "/run/systemd/notify");
-	assert_int_equal(len, offsetof(struct sockaddr_un, sun_path) + strlen("/run/systemd/notify") + 1);
+	assert_int_equal(len, offsetof(struct sockaddr_un, sun_path) +
+				      strlen("/run/systemd/notify") + 1);
 
 	/* Abstract: a leading NUL, the length counts the name and no terminator. */
 	assert_int_equal(notify_address("@sd-notify", &sa, &len), 0);

@@ -43,7 +43,8 @@ void inetd_keep_logs_off_the_socket(void)
 
 	if (fstat(STDIN_FILENO, &in) < 0 || fstat(STDERR_FILENO, &err) < 0)
 		return;
-	if (in.st_dev != err.st_dev || in.st_ino != err.st_ino)
+	/* A terminal is both too when typed by hand: there the error must show. */
+	if (!S_ISSOCK(in.st_mode) || in.st_dev != err.st_dev || in.st_ino != err.st_ino)
 		return;
 	null = open("/dev/null", O_WRONLY | O_CLOEXEC);
 	if (null < 0)

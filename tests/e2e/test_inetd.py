@@ -6,6 +6,8 @@ UDP socket (inetd's "wait" mode), and under systemd-socket-activate --inetd
 """
 
 import os
+import pty
+import select
 import signal
 import socket
 import subprocess
@@ -156,6 +158,27 @@ def test_refuses_what_it_cannot_serve(stdin, why):
     assert res.returncode == 1
     assert why in res.stderr
     assert res.stderr.count("\n") == 1
+
+
+def test_not_a_socket_is_said_on_a_terminal():
+    """Typed on a terminal, standard input and error are the same tty: the reason must show."""
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([ECHOD, "--inetd"], stdin=slave, stdout=slave, stderr=slave)
+        os.close(slave)
+        assert proc.wait(timeout=10) == 1
+        out = b""
+        while select.select([master], [], [], 1)[0]:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the other side is closed
+                break
+            if not chunk:
+                break
+            out += chunk
+        assert b"standard input is not a socket" in out
+    finally:
+        os.close(master)
 
 
 @pytest.mark.parametrize("args,option", [

@@ -102,6 +102,33 @@ static void test_notify_address(void **state)
 	assert_int_equal(notify_address(long_path, &sa, &len), -ENAMETOOLONG);
 }
 
+/* The variables are gone once read, so nothing echod starts inherits them. */
+static void test_take_unsets_the_variables(void **state)
+{
+	struct config cfg = {0};
+	struct server srv = {.cfg = &cfg};
+	struct activated_udp udp = {0};
+	char pid[16], why[ACTIVATION_ERRLEN];
+
+	(void)state;
+	snprintf(pid, sizeof(pid), "%d", (int)getpid());
+	setenv("LISTEN_PID", pid, 1);
+	setenv("LISTEN_FDS", "0", 1);
+	setenv("LISTEN_FDNAMES", "", 1);
+	assert_int_equal(activation_take(&srv, &udp, why, sizeof(why)), 0);
+	assert_null(getenv("LISTEN_PID"));
+	assert_null(getenv("LISTEN_FDS"));
+	assert_null(getenv("LISTEN_FDNAMES"));
+	assert_null(srv.listeners);
+
+	/* Malformed: refused with a reason, and unset all the same. */
+	setenv("LISTEN_PID", pid, 1);
+	setenv("LISTEN_FDS", "many", 1);
+	assert_int_equal(activation_take(&srv, &udp, why, sizeof(why)), -EINVAL);
+	assert_non_null(strstr(why, "LISTEN_FDS=many"));
+	assert_null(getenv("LISTEN_FDS"));
+}
+
 /* notify_open() + notify_ready() against an abstract socket standing in for systemd. */
 static void test_notify_datagrams(void **state)
 {
@@ -144,6 +171,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_count),
 		cmocka_unit_test(test_fd_names),
+		cmocka_unit_test(test_take_unsets_the_variables),
 		cmocka_unit_test(test_notify_address),
 		cmocka_unit_test(test_notify_datagrams),
 	};

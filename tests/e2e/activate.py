@@ -44,11 +44,11 @@ class Activated(Server):
     the same stderr pipe (echod inherits it).
     """
 
-    def __init__(self, activate_args, listen, echod_args, env=None):
+    def __init__(self, activate_args, listen, echod_args, env=None, program=ECHOD):
         # The tool passes on only what it is told to: the sanitizers' settings too.
         passed = [f"--setenv={v}" for v in SANITIZER_VARS if v in (env or os.environ)]
         self.args = ([SOCKET_ACTIVATE] + passed + list(activate_args) +
-                     [f"--listen={a}" for a in listen] + [ECHOD] + list(echod_args))
+                     [f"--listen={a}" for a in listen] + [program] + list(echod_args))
         self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      env=env, start_new_session=True)
@@ -81,7 +81,7 @@ class Activated(Server):
 
 @pytest.fixture
 def activate():
-    """Factory: activate(activate_args, listen, echod_args, env=None) -> Activated.
+    """Factory: activate(activate_args, listen, echod_args, env=None, program=ECHOD) -> Activated.
 
     listen is a list of addresses; "127.0.0.1:{port}" in one of them takes a
     free port (the same one in each, TCP or UDP as --datagram says), retried
@@ -89,12 +89,12 @@ def activate():
     """
     started = []
 
-    def start(activate_args, listen, echod_args, env=None):
+    def start(activate_args, listen, echod_args, env=None, program=ECHOD):
         kind = socket.SOCK_DGRAM if "--datagram" in activate_args else socket.SOCK_STREAM
         for _ in range(START_TRIES):
             port = free_port(kind)
-            run = Activated(activate_args, [a.format(port=port) for a in listen], echod_args,
-                            env=env)
+            run = Activated(activate_args, [a.format(port=port) for a in listen],
+                            [a.format(port=port) for a in echod_args], env=env, program=program)
             started.append(run)
             if run.wait_bound(len(listen)):
                 run.port_asked = port

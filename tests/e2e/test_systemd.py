@@ -16,8 +16,8 @@ import uuid
 
 import pytest
 
-from activate import (activate, needs_socket_activate, run_with_listen_fd,  # noqa: F401
-                      start_with_listen_fd)
+from activate import (SOCKET_ACTIVATE, activate, free_port, needs_socket_activate,  # noqa: F401
+                      run_with_listen_fd, start_with_listen_fd)
 from conftest import ECHOD, MODELS, ROOT, assert_echo, connect_to, echo_stream
 
 UNITS_DIR = os.path.join(ROOT, "contrib", "systemd")
@@ -73,6 +73,39 @@ def test_unix_and_tcp_sockets_from_systemd_replace_listen(activate, tmp_path):
     run.signal(signal.SIGTERM)
     assert run.wait_exit() == 0
     assert os.path.exists(path), "echod removed a socket file systemd owns"
+
+
+@needs_socket_activate
+def test_udp_and_tcp_sockets_from_systemd_in_order(activate):
+    """UDP on descriptor 3, TCP on 4, as one socket unit with both would pass them.
+
+    systemd-socket-activate binds one type per run: an outer one binds UDP and
+    execs an inner one (passing descriptor 3 on), which adds TCP.
+    """
+    for _ in range(5):
+        tcp_port = free_port()
+        run = activate(["--datagram"], ["127.0.0.1:{port}"],
+                       [f"--listen=127.0.0.1:{tcp_port}", ECHOD], program=SOCKET_ACTIVATE)
+        udp_addr = ("127.0.0.1", run.port_asked)
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.settimeout(10)
+        u.sendto(b"udp", udp_addr)  # starts the inner tool, and then echod
+        line = run.wait_for_line(r"^Listening on 127\.0\.0\.1:\d+ as 4\.$|^Failed to open")
+        if line.group(0).startswith("Failed"):  # the TCP port was taken meanwhile
+            u.close()
+            run.kill()
+            continue
+        with u:
+            run.wait_listening(2)
+            assert run.listening == [("udp", "127.0.0.1:%d" % udp_addr[1]),
+                                     ("tcp", f"127.0.0.1:{tcp_port}")]
+            assert u.recvfrom(100) == (b"udp", udp_addr)
+            with connect_to(f"127.0.0.1:{tcp_port}") as s:
+                assert_echo(s, b"tcp\n")
+        run.signal(signal.SIGTERM)
+        assert run.wait_exit() == 0
+        return
+    raise AssertionError("no free TCP port for the inner systemd-socket-activate")
 
 
 def notify_socket(tmp_path, abstract):

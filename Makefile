@@ -44,10 +44,11 @@ endif
 # program links only its own modules and the common ones.
 COMMON = common/net common/opts
 ECHOD  = $(addprefix echod/,echod engine engine_iterative engine_threads \
-           engine_epoll engine_uring privs conn log metrics udp config proxy) $(COMMON)
+           engine_epoll engine_uring privs conn log metrics udp config proxy activation inetd) \
+           $(COMMON)
 ECHOC  = $(addprefix echoc/,echoc echoc_config echoc_udp bench bench_pattern bench_worker \
            bench_tcp bench_udp bench_report hist) $(COMMON)
-UNIT   = conn net config hist bench udp log proxy
+UNIT   = conn net config hist bench udp log proxy activation
 # Modules the unit tests link (the rest they #include whole, to reach statics).
 UNIT_OBJS = $(COMMON) echod/config echod/conn echod/log echod/metrics echod/proxy \
             echoc/echoc_config echoc/bench_pattern echoc/hist

@@ -43,6 +43,9 @@ static const struct opt echod_opts[] = {
 	 "on SIGTERM/SIGINT let open connections finish for up to S seconds (default 5)"},
 	{"user", 0, OPT_STR, FIELD(user), "NAME", 0, 0, NULL,
 	 "drop privileges to NAME after binding"},
+	{"inetd", 0, OPT_FLAG, FIELD(inetd), NULL, 0, 0, NULL,
+	 "serve the one connection on standard input (inetd, systemd Accept=yes), then exit; a UDP "
+	 "socket there is answered until idle for --idle-timeout (default 10 s)"},
 	{"verbose", 'v', OPT_COUNT, FIELD(verbose), NULL, 0, 0, NULL, "log every connection"},
 	{"quiet", 'q', OPT_FLAG, FIELD(quiet), NULL, 0, 0, NULL,
 	 "log errors only (the listening lines are still printed)"},

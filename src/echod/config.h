@@ -24,6 +24,7 @@ struct config {
 	bool udp;		  /* also serve UDP echo on the same addresses */
 	long udp_rate;		  /* datagrams/s per source, 0 = unlimited */
 	bool udp_allow_low_ports; /* answer the well-known service ports too */
+	bool inetd;		  /* serve the socket on standard input, then exit */
 };
 
 #define CONFIG_ONCE_BUFFER   1024

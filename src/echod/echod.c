@@ -5,8 +5,10 @@
  * handler: the first SIGTERM/SIGINT writes to the stop pipe every engine
  * watches and shuts the listeners, the second one kills the process at once.
  */
+#include "activation.h"
 #include "config.h"
 #include "engine.h"
+#include "inetd.h"
 #include "log.h"
 #include "net.h"
 #include "privs.h"
@@ -65,6 +67,7 @@ static void *signal_main(void *arg)
 		return NULL;
 	log_info("%s: stopping; open connections have %.1f s to finish",
 		 sig == SIGTERM ? "SIGTERM" : "SIGINT", (double)st->grace_ms / 1000.0);
+	notify_stopping();
 	if (write(st->stop_wr, "", 1) < 0)
 		_exit(1);
 	stop_listening(st);
@@ -164,13 +167,33 @@ static void open_listeners(struct server *srv, const struct config *cfg, const s
 		log_always("listening on %s", srv->listeners[i].name);
 }
 
-/* With --udp, binds UDP twins of the IP listeners; exits 1 naming the address that failed. */
-static struct udp *open_udp(struct server *srv)
+/*
+ * Takes the sockets systemd passed, if any (activation.h): they replace
+ * --listen and --udp, which are ignored with a line saying so.  Returns how
+ * many were taken; exits 1 when one cannot be served.
+ */
+static int take_activated(struct server *srv, struct activated_udp *udp)
+{
+	char why[ACTIVATION_ERRLEN];
+	int n = activation_take(srv, udp, why, sizeof(why));
+
+	if (n < 0)
+		errx(1, "%s", why);
+	return n;
+}
+
+/*
+ * The UDP sockets systemd passed, or with --udp UDP twins of the IP
+ * listeners; exits 1 naming the address that failed.
+ */
+static struct udp *open_udp(struct server *srv, const struct activated_udp *act)
 {
 	char why[NET_ERRLEN];
 	struct udp *u = NULL;
 
-	if (srv->cfg->udp && udp_open(srv, &u, why, sizeof(why)) < 0)
+	if (act && act->n && udp_adopt(srv, act->fds, act->n, &u, why, sizeof(why)) < 0)
+		errx(1, "%s", why);
+	if (!act && srv->cfg->udp && udp_open(srv, &u, why, sizeof(why)) < 0)
 		errx(1, "%s", why);
 	return u;
 }
@@ -190,7 +213,7 @@ static void close_listeners(struct server *srv)
 
 		close(l->fd);
 		/* After --user, a directory the user may not write keeps the file. */
-		if (l->is_unix && unlink(l->path) < 0 && errno != ENOENT)
+		if (l->is_unix && l->path[0] && unlink(l->path) < 0 && errno != ENOENT)
 			log_warn("cannot remove the socket file %s: %s; the next start replaces it",
 				 l->path, strerror(errno));
 	}
@@ -221,7 +244,11 @@ static void parse_args(struct config *cfg, int argc, char **argv)
 {
 	char why[CONFIG_ERRLEN];
 
-	switch (config_parse(cfg, argc, argv, why, sizeof(why))) {
+	enum opts_result res = config_parse(cfg, argc, argv, why, sizeof(why));
+
+	if (res == OPTS_OK && cfg->inetd && inetd_check_options(cfg, why, sizeof(why)) < 0)
+		res = OPTS_ERROR;
+	switch (res) {
 	case OPTS_ERROR:
 		errx(2, "%s (see --help)", why);
 	case OPTS_HELP:
@@ -272,8 +299,40 @@ static void log_engine(const struct server *srv, const struct engine *e)
 		log_info("engine %s, 1 worker", e->name);
 }
 
+/*
+ * --inetd: the socket on standard input instead of listeners and an engine.
+ * Returns the exit status.
+ */
+static int run_inetd(struct config *cfg, const struct privs *privs)
+{
+	struct server srv = {.cfg = cfg, .workers = 1};
+	char why[NET_ERRLEN];
+	struct stopper st;
+	int rc;
+
+	atomic_init(&srv.nconns, 0);
+	srv.stop_fd = start_signal_thread(&st, &srv);
+	if (privs && privs_drop(privs, why, sizeof(why)) < 0)
+		errx(1, "%s", why);
+	if (metrics_init(&srv.metrics, 1) < 0)
+		errx(1, "out of memory");
+	rc = inetd_serve(&srv);
+	metrics_free(&srv.metrics);
+	return rc;
+}
+
+/* Opens the socket to systemd (NOTIFY_SOCKET); a failure is only worth a warning. */
+static void open_notify(void)
+{
+	char why[ACTIVATION_ERRLEN];
+
+	if (notify_open(why, sizeof(why)) < 0)
+		log_warn("cannot tell systemd when ready: %s", why);
+}
+
 int main(int argc, char **argv)
 {
+	struct activated_udp act = {0};
 	struct server srv = {0};
 	struct privs privs;
 	struct stopper st;
@@ -281,20 +340,28 @@ int main(int argc, char **argv)
 	const struct engine *e;
 	struct udp *udp;
 	char why[NET_ERRLEN];
+	bool activated;
 	int rc;
 
 	open_standard_fds();
 	parse_args(&cfg, argc, argv);
+	if (cfg.inetd)
+		inetd_keep_logs_off_the_socket();
 	/* An unknown user is a start failure (1), as echod(1) says, not a usage error. */
 	if (cfg.user && privs_lookup(cfg.user, &privs, why, sizeof(why)) < 0)
 		errx(1, "%s", why);
+	if (cfg.inetd)
+		return run_inetd(&cfg, cfg.user ? &privs : NULL);
+	open_notify();
 	e = choose_engine(&cfg);
 	srv.cfg = &cfg;
 	srv.workers = worker_count(&cfg, e);
 	atomic_init(&srv.nconns, 0);
 	srv.stop_fd = start_signal_thread(&st, &srv);
-	open_listeners(&srv, &cfg, cfg.user ? &privs : NULL);
-	udp = open_udp(&srv);
+	activated = take_activated(&srv, &act) > 0;
+	if (!activated)
+		open_listeners(&srv, &cfg, cfg.user ? &privs : NULL);
+	udp = open_udp(&srv, activated ? &act : NULL);
 	mark_listening(&st, true);
 	if (cfg.user && privs_drop(&privs, why, sizeof(why)) < 0)
 		errx(1, "%s", why);
@@ -302,6 +369,7 @@ int main(int argc, char **argv)
 		errx(1, "out of memory");
 	log_engine(&srv, e);
 	start_udp(udp);
+	notify_ready();
 	rc = e->run(&srv);
 	udp_stop(udp);
 	if (rc < 0)

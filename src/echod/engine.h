@@ -28,7 +28,7 @@ struct listener {
 	int type; /* SOCK_STREAM or SOCK_DGRAM */
 	bool is_unix;
 	char name[NET_NAMELEN + 8];			 /* "tcp 127.0.0.1:7127", as logged */
-	char path[sizeof(((struct net_addr *)0)->path)]; /* unix: removed on exit */
+	char path[sizeof(((struct net_addr *)0)->path)]; /* unix: removed at exit; "": systemd's */
 };
 
 struct server {

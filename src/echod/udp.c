@@ -105,6 +105,7 @@ struct udp {
 	int quit[2];
 	atomic_bool quitting; /* udp_stop() was called: for workers that cannot poll */
 	bool allow_low_ports;
+	int idle_ms; /* udp_run(): return after this long without a datagram; -1: never */
 	struct udp_worker *w;
 	struct udp_rate rate;
 };
@@ -515,11 +516,15 @@ static void *worker_main(void *arg)
 	nfds_t nfds = (nfds_t)(POLL_SOCKETS + w->u->naddrs);
 
 	for (;;) {
-		if (poll(w->pfd, nfds, -1) < 0) {
+		int rc = poll(w->pfd, nfds, w->u->idle_ms);
+
+		if (rc < 0) {
 			if (errno != EINTR && !poll_failed(w, errno))
 				return NULL;
 			continue;
 		}
+		if (rc == 0) /* idle for idle_ms: udp_run() is done */
+			return NULL;
 		if (w->pfd[POLL_STOP].revents || w->pfd[POLL_QUIT].revents)
 			return NULL;
 		for (nfds_t i = POLL_SOCKETS; i < nfds; i++)
@@ -582,6 +587,7 @@ static struct udp *udp_alloc(struct server *srv, int naddrs)
 	u->naddrs = naddrs;
 	u->nworkers = srv->workers > 0 ? srv->workers : 1;
 	u->quit[0] = u->quit[1] = -1;
+	u->idle_ms = -1;
 	atomic_init(&u->quitting, false);
 	u->allow_low_ports = srv->cfg->udp_allow_low_ports;
 	u->fds = malloc(sizeof(*u->fds) * (size_t)(naddrs * u->nworkers));
@@ -617,6 +623,55 @@ int udp_open(struct server *srv, struct udp **out, char *err, size_t errlen)
 	*out = u;
 	return 0;
 out_close:
+	close_fds(u);
+	free(u->fds);
+	free(u);
+	return rc;
+}
+
+/* Asks for each datagram's destination address, as net_bind_dgram() does. */
+static void ask_pktinfo(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	int one = 1;
+
+	/* Best effort: without it replies still go out, from the routing's choice. */
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+		return;
+	if (ss.ss_family == AF_INET)
+		setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one));
+	else if (ss.ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one));
+}
+
+int udp_adopt(struct server *srv, const int *fds, int n, struct udp **out, char *err, size_t errlen)
+{
+	struct udp *u = udp_alloc(srv, n);
+	int rc = 0;
+
+	if (!u) {
+		snprintf(err, errlen, "udp: out of memory");
+		for (int a = 0; a < n; a++)
+			close(fds[a]);
+		return -ENOMEM;
+	}
+	for (int a = 0; a < n; a++) {
+		ask_pktinfo(fds[a]);
+		u->fds[a] = fds[a];
+	}
+	/* Every worker polls the same sockets: no SO_REUSEPORT twins exist. */
+	for (int i = n; rc == 0 && i < n * u->nworkers; i++) {
+		u->fds[i] = fcntl(fds[i % n], F_DUPFD_CLOEXEC, 0);
+		if (u->fds[i] < 0) {
+			rc = -errno;
+			snprintf(err, errlen, "udp: dup: %s", strerror(errno));
+		}
+	}
+	if (rc == 0) {
+		*out = u;
+		return 0;
+	}
 	close_fds(u);
 	free(u->fds);
 	free(u);
@@ -662,6 +717,23 @@ int udp_start(struct udp *u)
 			return rc;
 		u->w[i].started = true;
 	}
+	return 0;
+}
+
+int udp_run(struct udp *u, int idle_ms)
+{
+	int rc;
+
+	if (pipe2(u->quit, O_CLOEXEC) < 0)
+		return -errno;
+	u->w = calloc((size_t)u->nworkers, sizeof(*u->w)); /* only w[0] runs */
+	if (!u->w)
+		return -ENOMEM;
+	rc = worker_init(u, 0);
+	if (rc < 0)
+		return rc;
+	u->idle_ms = idle_ms;
+	worker_main(&u->w[0]);
 	return 0;
 }
 

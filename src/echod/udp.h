@@ -32,6 +32,23 @@ struct udp;
  */
 int udp_open(struct server *srv, struct udp **out, char *err, size_t errlen);
 
+/*
+ * Serves the n UDP sockets in fds, already bound (by systemd, by inetd),
+ * instead of binding twins of srv's listeners; takes them over, whatever
+ * it returns.  Logs nothing.  Returns 0 with *out set, or -errno with one
+ * line in err.
+ */
+int udp_adopt(struct server *srv, const int *fds, int n, struct udp **out, char *err,
+	      size_t errlen);
+
+/*
+ * Serves u's sockets in the calling thread, one worker, instead of
+ * udp_start(): until srv->stop_fd is readable, or no datagram came for
+ * idle_ms (inetd's wait mode).  srv->metrics must be ready, with one worker
+ * at least.  Returns 0 or -errno; udp_stop() still frees u.
+ */
+int udp_run(struct udp *u, int idle_ms);
+
 /* Starts the worker threads; srv->metrics must be ready.  0 or -errno. */
 int udp_start(struct udp *u);
 

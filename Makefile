@@ -1,10 +1,13 @@
 # echod - one flat GNU Makefile.
 #
 #   make            build build/echod and build/echoc
-#   make run        build and start echod on its default address
-#   make check      install missing test dependencies (as root), build, run every test
-#                   (tests/check.sh: gcc and clang builds, unit tests, then the unit
-#                   and end-to-end tests under ASan+UBSan and TSan)
+#   make run        install liburing-dev if missing (as root; otherwise print the
+#                   apt-get command and go on with epoll), build, start echod on
+#                   its default address
+#   make check      install missing build and test dependencies (as root), build,
+#                   run every test (tests/check.sh: gcc and clang builds, unit
+#                   tests, a build without liburing, then the unit and end-to-end
+#                   tests under ASan+UBSan and TSan)
 #   make unit       build and run the cmocka unit tests (tests/unit/)
 #   make clang      build everything with clang too, in build-clang/
 #   make bench      echod's models and other echo servers side by side, with
@@ -135,7 +138,11 @@ unit: $(UNIT_BINS)
 clang:
 	$(MAKE) CC=clang B=$(B)-clang all $(UNIT:%=$(B)-clang/test_%)
 
-run: all
+# The dependency step first, then a make of its own: the liburing probe above
+# ran before the step could install it.  URING=no needs nothing.
+run:
+	@$(if $(filter no,$(URING)),:,sh scripts/install-deps.sh build)
+	@$(MAKE) --no-print-directory all
 	$(B)/echod
 
 check:

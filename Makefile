@@ -89,7 +89,9 @@ $(file >$(CONFIG_STAMP),$(CONFIG))
 endif
 endif
 endif
-# Only when the file went away after the check above (make clean all).
+# Only when the file went away after the check above (make clean all).  The
+# first rule in the file, so plain `make` needs to be told its goal is all.
+.DEFAULT_GOAL := all
 $(CONFIG_STAMP):
 	@: $(if $(LOOK_ONLY),,$(shell mkdir -p $(@D))$(file >$@,$(CONFIG)))
 FORCE:

@@ -1,10 +1,13 @@
 # echod - one flat GNU Makefile.
 #
 #   make            build build/echod and build/echoc
-#   make run        build and start echod on its default address
-#   make check      install missing test dependencies (as root), build, run every test
-#                   (tests/check.sh: gcc and clang builds, unit tests, then the unit
-#                   and end-to-end tests under ASan+UBSan and TSan)
+#   make run        install liburing-dev if missing (as root; otherwise print the
+#                   apt-get command and go on with epoll), build, start echod on
+#                   its default address
+#   make check      install missing build and test dependencies (as root), build,
+#                   run every test (tests/check.sh: gcc and clang builds, unit
+#                   tests, a build without liburing, then the unit and end-to-end
+#                   tests under ASan+UBSan and TSan)
 #   make unit       build and run the cmocka unit tests (tests/unit/)
 #   make clang      build everything with clang too, in build-clang/
 #   make bench      echod's models and other echo servers side by side, with
@@ -13,31 +16,85 @@
 #   make install    PREFIX=/usr/local DESTDIR=
 #
 # SANITIZER=address,undefined or SANITIZER=thread builds an instrumented tree
-# in build-<sanitizer>/.  User CFLAGS are respected.
+# in build-<sanitizer>/.  URING=auto (default: use liburing when it is
+# installed), URING=yes (fail without it) or URING=no (never; the tree is
+# build-nouring/).  User CFLAGS and LDFLAGS are respected.
+#
+# Every tree records how it was configured in $(B)/config: the compiler and
+# its version, the flags, whether liburing is used, the sanitizer.  Every
+# object, program and unit test depends on that file, and it is rewritten only
+# when the configuration differs from the recorded one, so a tree is never
+# reused for another configuration: liburing installed after a first build,
+# another CC, other CFLAGS all rebuild it (git's GIT-CFLAGS, Redis's
+# .make-settings).  The configurations `make check` builds (gcc, clang, no
+# liburing, each sanitizer) still get a tree each, so that switching between
+# them does not rebuild everything every time.
 
 CC        ?= cc
 CFLAGS    ?= -O2 -g
 PREFIX    ?= /usr/local
+URING     ?= auto
 WARN       = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS)
 ALL_LDFLAGS = $(LDFLAGS)
-B         ?= build
+comma     := ,
+
+ifeq ($(filter $(URING),auto yes no),)
+$(error URING=$(URING): use URING=auto, URING=yes or URING=no)
+endif
+
+# build, build-address-undefined, build-thread, build-nouring, ...
+B         ?= build$(if $(SANITIZER),-$(subst $(comma),-,$(SANITIZER)))$(if $(filter no,$(URING)),-nouring)
 
 ifneq ($(SANITIZER),)
-B          = build-$(subst $(comma),-,$(SANITIZER))
 ALL_CFLAGS += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer -fno-sanitize-recover=all
 ALL_LDFLAGS += -fsanitize=$(SANITIZER)
 endif
-comma := ,
 
-# liburing: compile a tiny probe, as liburing's own configure does.
+# liburing: compile and link a tiny probe, as liburing's own configure does.
 HASH := \#
+ifneq ($(URING),no)
 HAVE_URING := $(shell printf '$(HASH)include <liburing.h>\nint main(void){struct io_uring r;\nreturn io_uring_queue_init(1, &r, 0);}\n' | \
 		$(CC) -x c - -luring -o /dev/null 2>/dev/null && echo 1)
+endif
 ifeq ($(HAVE_URING),1)
 ALL_CFLAGS += -DHAVE_LIBURING
 URING_LIBS  = -luring
+else ifeq ($(URING),yes)
+$(error URING=yes: liburing is not usable with $(CC) (Debian: apt-get install liburing-dev))
 endif
+
+# The recorded configuration (see the top), compared and rewritten as the
+# Makefile is read: a rule with a FORCE prerequisite would make `make -q` call
+# every tree out of date.  `make -n` and `make -q` only look: they leave the
+# file alone and take the tree as out of date when the configuration differs.
+CONFIG_STAMP = $(B)/config
+# Non-empty under make -n or -q (MAKEFLAGS starts with the one-letter flags).
+LOOK_ONLY := $(findstring n,$(firstword -$(MAKEFLAGS)))$(findstring q,$(firstword -$(MAKEFLAGS)))
+define CONFIG :=
+CC        = $(CC) ($(shell $(CC) --version 2>/dev/null | head -n 1))
+CFLAGS    = $(ALL_CFLAGS)
+LDFLAGS   = $(ALL_LDFLAGS)
+LIBS      = $(URING_LIBS)
+liburing  = $(if $(HAVE_URING),yes,no) (URING=$(URING))
+SANITIZER = $(SANITIZER)
+endef
+ifneq ($(filter-out clean format,$(or $(MAKECMDGOALS),all)),)
+ifneq ($(file <$(CONFIG_STAMP)),$(CONFIG))
+ifneq ($(LOOK_ONLY),)
+$(CONFIG_STAMP): FORCE
+else
+$(shell mkdir -p $(B))
+$(file >$(CONFIG_STAMP),$(CONFIG))
+endif
+endif
+endif
+# Only when the file went away after the check above (make clean all).  The
+# first rule in the file, so plain `make` needs to be told its goal is all.
+.DEFAULT_GOAL := all
+$(CONFIG_STAMP):
+	@: $(if $(LOOK_ONLY),,$(shell mkdir -p $(@D))$(file >$@,$(CONFIG)))
+FORCE:
 
 # The source tree shows the two programs: src/echod/ (the server), src/echoc/
 # (the client and load generator) and src/common/ (what both use).  Each
@@ -59,12 +116,12 @@ INCLUDES_echoc  = -Isrc/common -Isrc/echoc
 
 all: $(B)/echod $(B)/echoc
 
-$(B)/echod: $(ECHOD:%=$(B)/obj/%.o)
-	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $^ -pthread $(URING_LIBS) -lm
-$(B)/echoc: $(ECHOC:%=$(B)/obj/%.o)
-	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $^ -pthread -lm
+$(B)/echod: $(ECHOD:%=$(B)/obj/%.o) $(CONFIG_STAMP)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) -pthread $(URING_LIBS) -lm
+$(B)/echoc: $(ECHOC:%=$(B)/obj/%.o) $(CONFIG_STAMP)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) -pthread -lm
 # Objects go to $(B)/obj/<folder>/; $(*D) is the folder (common, echod or echoc) of the object.
-$(B)/obj/%.o: src/%.c
+$(B)/obj/%.o: src/%.c $(CONFIG_STAMP)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $(INCLUDES_$(*D)) -pthread -MMD -MP -c -o $@ $<
 -include $(wildcard $(B)/obj/*/*.d $(B)/*.d)
@@ -73,7 +130,7 @@ $(B)/obj/%.o: src/%.c
 # `make unit` builds and runs them all, and fails if any of them fails.
 UNIT_BINS = $(UNIT:%=$(B)/test_%)
 
-$(B)/test_%: tests/unit/test_%.c $(UNIT_OBJS:%=$(B)/obj/%.o)
+$(B)/test_%: tests/unit/test_%.c $(UNIT_OBJS:%=$(B)/obj/%.o) $(CONFIG_STAMP)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Isrc/common -Isrc/echod -Isrc/echoc -pthread -MMD -MP -o $@ $< \
 		$(UNIT_OBJS:%=$(B)/obj/%.o) $(ALL_LDFLAGS) -lcmocka -pthread -lm
@@ -86,7 +143,11 @@ unit: $(UNIT_BINS)
 clang:
 	$(MAKE) CC=clang B=$(B)-clang all $(UNIT:%=$(B)-clang/test_%)
 
-run: all
+# The dependency step first, then a make of its own: the liburing probe above
+# ran before the step could install it.  URING=no needs nothing.
+run:
+	@$(if $(filter no,$(URING)),:,sh scripts/install-deps.sh build)
+	@$(MAKE) --no-print-directory all
 	$(B)/echod
 
 check:
@@ -108,7 +169,7 @@ format:
 clean:
 	rm -rf build build-*
 
-.PHONY: all unit clang run check bench install format clean
+.PHONY: all unit clang run check bench install format clean FORCE
 
 # ---------------------------------------------------------------------------
 # Fuzzing (tests/fuzz/, docs/fuzzing.md): libFuzzer targets built with clang,

@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # tests/check.sh - everything `make check` does, in order, stopping at the first failure.
 #
-#   1. install the test dependencies when they are missing (root only; otherwise
-#      print the apt-get command and stop)
-#   2. build with gcc, and with clang in build-clang/: -Werror must hold on both
+#   1. install the build and test dependencies when they are missing
+#      (scripts/install-deps.sh check: root only; otherwise it prints the
+#      apt-get command and we stop)
+#   2. build with gcc, and with clang in build-clang/: -Werror must hold on both;
+#      the gcc build must have the uring engine wherever liburing and the
+#      kernel allow it
 #   3. unit tests (cmocka) and the end-to-end suite (pytest) on the plain build
-#   4. ASan+UBSan build: unit tests, then the end-to-end suite on every model
-#   5. TSan build: the end-to-end suite on the models that use threads
+#   4. a build without liburing (build-nouring/): unit tests, the end-to-end
+#      suite on epoll and on whatever auto picks, and the build-configuration
+#      tests (tests/build/: a tree built before liburing was installed)
+#   5. ASan+UBSan build: unit tests, then the end-to-end suite on every model
+#   6. TSan build: the end-to-end suite on the models that use threads
 #
 # Environment (all optional):
 #   ECHOD_MODELS   models for the end-to-end runs (default: conftest.py's, i.e. all)
@@ -19,8 +25,8 @@ set -eEuo pipefail
 # The models ThreadSanitizer checks: every engine that runs threads.
 TSAN_MODELS="threads epoll uring"
 
-# Debian packages the tests need beyond gcc, make and python3.
-PACKAGES="libcmocka-dev liburing-dev python3-pytest python3-pytest-timeout clang libclang-rt-dev python3-matplotlib systemd"
+# The Debian packages are listed in scripts/install-deps.sh (BUILD_PACKAGES,
+# TEST_PACKAGES), which `make run` uses too.
 
 # Time limits, in seconds.  `make check` as a whole must stay under 20 minutes
 # on a 2-CPU machine; these only stop a step that hangs.
@@ -76,40 +82,71 @@ run()
 # ---------------------------------------------------------------------------
 # Dependencies.
 
-missing_packages()
-{
-	local p
-	for p in $PACKAGES; do
-		dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' ||
-			printf '%s ' "$p"
-	done
-}
-
 install_deps()
 {
-	local missing
 	step "dependencies"
-	if ! command -v dpkg-query >/dev/null; then
-		echo "not a Debian system: make sure these (or their equivalents) are installed: $PACKAGES"
-		step_done
-		return
-	fi
-	missing=$(missing_packages)
-	if [ -z "$missing" ]; then
-		echo "all present: $PACKAGES"
-	elif [ "$(id -u)" -ne 0 ]; then
-		echo "make check: missing packages: ${missing% }; run: sudo apt-get install -y ${missing% }" >&2
-		exit 1
-	else
-		echo "installing: $missing"
-		export DEBIAN_FRONTEND=noninteractive
-		run 600 apt-get update -q </dev/null
-		# shellcheck disable=SC2086 # one word per package
-		run 900 apt-get install -y -q --no-install-recommends $missing </dev/null
-		missing=$(missing_packages)
-		[ -z "$missing" ] || die "could not install: $missing"
-	fi
+	run 1600 sh scripts/install-deps.sh check </dev/null || die "missing dependencies (see above)"
 	step_done
+}
+
+# ---------------------------------------------------------------------------
+# Is the uring engine in the main build?  Where liburing is installed and the
+# kernel runs io_uring, a build without it would skip every uring test and
+# still pass: that fails here instead.
+
+# The first line echod -m uring prints: "listening on ..." or why it cannot run.
+uring_start_line()
+{
+	local echod=$1 out pid i
+	out=$(probe_dir)/uring-start.txt
+	: >"$out"
+	"$echod" -m uring -q -l 127.0.0.1:0 </dev/null >/dev/null 2>"$out" &
+	pid=$!
+	# Polls for the line, 10 s at most; echod exits at once when it cannot start.
+	for ((i = 0; i < 100; i++)); do
+		if [ -s "$out" ] || ! kill -0 "$pid" 2>/dev/null; then
+			break
+		fi
+		sleep 0.1
+	done
+	kill "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+	head -n 1 "$out"
+}
+
+# Exit status 0 when a program linked with liburing can set up a ring here.
+kernel_runs_io_uring()
+{
+	local d
+	d=$(probe_dir)
+	printf '#include <liburing.h>\nint main(void){struct io_uring r;\nreturn io_uring_queue_init(8, &r, 0) < 0;}\n' |
+		"${CC:-cc}" -x c - -luring -o "$d/uring" 2>/dev/null || return 2
+	"$d/uring"
+}
+
+# check_uring_built DIR: fails when DIR/echod lacks uring though it could have it.
+check_uring_built()
+{
+	local dir=$1 line rc=0
+	[ -x "$dir/echod" ] || die "no $dir/echod"
+	line=$(uring_start_line "$dir/echod")
+	case $line in
+	*"listening on"*)
+		echo "$dir/echod runs the uring engine"
+		return
+		;;
+	*"built without liburing"*) ;;
+	*)
+		echo "uring unavailable here (its tests skip): $line"
+		return
+		;;
+	esac
+	kernel_runs_io_uring || rc=$?
+	case $rc in
+	0) die "$dir/echod was built without liburing, yet liburing is installed and this kernel runs io_uring: the uring tests would all skip ($dir/config says how the tree was configured)" ;;
+	2) echo "liburing is not installed: $dir/echod has no uring engine and its tests skip" ;;
+	*) echo "this kernel (or a seccomp filter) refuses io_uring: its tests skip" ;;
+	esac
 }
 
 # ---------------------------------------------------------------------------
@@ -290,6 +327,18 @@ e2e_tests()
 	finish_tests "$rc" "$log"
 }
 
+# The build-configuration tests: they build their own trees in a temporary
+# directory, so they run once, not per sanitizer.
+build_tests()
+{
+	local log=$LOGDIR/build-tests.log rc=0
+	run "$E2E_TIMEOUT" env MAKE_JOBS="$JOBS" "$PYTHON" -m pytest tests/build -q -rfEs \
+		-p no:cacheprovider 2>&1 | tee "$log" || rc=$?
+	count_pytest "$log"
+	[ "$rc" -ne 5 ] || die "$STEP_NAME: no build test ran"
+	finish_tests "$rc" "$log"
+}
+
 # The TSan models that are also among the ones asked for.
 tsan_models()
 {
@@ -304,7 +353,7 @@ tsan_models()
 
 main()
 {
-	local asan=build-address-undefined tsan=build-thread models
+	local asan=build-address-undefined tsan=build-thread nouring=build-nouring models
 	install_deps
 	"$PYTHON" -m pytest --version >/dev/null 2>&1 || die "$PYTHON has no pytest"
 	mkdir -p "$LOGDIR"
@@ -313,6 +362,10 @@ main()
 
 	step "build (gcc)"
 	run "$BUILD_TIMEOUT" make -j"$JOBS" all
+	step_done
+
+	step "uring engine in the gcc build"
+	check_uring_built build
 	step_done
 
 	step "build (clang, in build-clang/)"
@@ -326,6 +379,18 @@ main()
 	step "end-to-end tests (models: ${ECHOD_MODELS:-all})"
 	e2e_tests plain build "${ECHOD_MODELS:-}"
 	run "$TEST_TIMEOUT" "$PYTHON" -m pytest -q -p no:cacheprovider tests/bench # make bench's HTML report
+	step_done
+
+	step "build without liburing (in $nouring/): unit tests"
+	unit_tests nouring URING=no all
+	step_done
+
+	step "end-to-end tests without liburing (models: epoll, and auto's pick)"
+	e2e_tests nouring $nouring epoll
+	step_done
+
+	step "build configurations (tests/build/)"
+	build_tests
 	step_done
 
 	step "build (ASan+UBSan, in $asan/)"

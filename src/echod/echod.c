@@ -267,15 +267,17 @@ static void parse_args(struct config *cfg, int argc, char **argv)
 		  !strcmp(cfg->log_format, "json"));
 }
 
-static const struct engine *choose_engine(const struct config *cfg)
+/*
+ * The engine to run; why gets what "auto" passed over ("" when it took its
+ * first choice).  That note waits for log_engine(): printed now, it would
+ * make a start failure (an address in use) two lines instead of one.
+ */
+static const struct engine *choose_engine(const struct config *cfg, char *why, size_t whylen)
 {
-	char why[ENGINE_WHYLEN];
-	const struct engine *e = engine_pick(cfg->model, why, sizeof(why));
+	const struct engine *e = engine_pick(cfg->model, why, whylen);
 
 	if (!e)
 		errx(1, "--model %s: %s", cfg->model, why);
-	if (why[0])
-		log_info("%s; using %s", why, e->name);
 	return e;
 }
 
@@ -288,8 +290,11 @@ static int worker_count(const struct config *cfg, const struct engine *e)
 	return cfg->workers ? (int)cfg->workers : ncpu > 0 ? (int)ncpu : 1;
 }
 
-static void log_engine(const struct server *srv, const struct engine *e)
+/* Once every listener is bound: the note on what auto passed over, then the engine. */
+static void log_engine(const struct server *srv, const struct engine *e, const char *passed_over)
 {
+	if (passed_over[0])
+		log_info("%s; using %s", passed_over, e->name);
 	if (e->has_workers)
 		log_info("engine %s, %d worker%s", e->name, srv->workers,
 			 srv->workers == 1 ? "" : "s");
@@ -341,6 +346,7 @@ int main(int argc, char **argv)
 	struct udp *udp;
 	char why[NET_ERRLEN];
 	bool activated;
+	char passed_over[ENGINE_WHYLEN];
 	int rc;
 
 	open_standard_fds();
@@ -353,7 +359,7 @@ int main(int argc, char **argv)
 	if (cfg.inetd)
 		return run_inetd(&cfg, cfg.user ? &privs : NULL);
 	open_notify();
-	e = choose_engine(&cfg);
+	e = choose_engine(&cfg, passed_over, sizeof(passed_over));
 	srv.cfg = &cfg;
 	srv.workers = worker_count(&cfg, e);
 	atomic_init(&srv.nconns, 0);
@@ -367,7 +373,7 @@ int main(int argc, char **argv)
 		errx(1, "%s", why);
 	if (metrics_init(&srv.metrics, srv.workers) < 0)
 		errx(1, "out of memory");
-	log_engine(&srv, e);
+	log_engine(&srv, e, passed_over);
 	start_udp(udp);
 	notify_ready();
 	rc = e->run(&srv);

@@ -382,11 +382,16 @@ def fill_until_blocked(sock, limit, stall=1.0, timeout=30.0, chunk=65536):
 
 _uring_reason = []
 
+# What echod -m uring says when the binary has no uring engine at all.
+NO_LIBURING = "built without liburing"
+
 
 def uring_unavailable():
     """None if echod can run the uring model here, else its one-line reason.
 
-    Asks the binary itself (its probe runs before it binds), once per session.
+    Asks the binary itself (its probe runs before it binds), once per session:
+    the build may lack liburing ("built without liburing"), or the kernel or a
+    seccomp filter may refuse io_uring.
     """
     if not _uring_reason:
         srv = Server(["-m", "uring", "-q", "-l", "127.0.0.1:0"])
@@ -396,8 +401,31 @@ def uring_unavailable():
             srv.kill()
         if line is None:
             line = "echod -m uring printed nothing within the start timeout"
-        _uring_reason.append(None if "listening on" in line else line.strip())
+        line = line.strip()
+        _uring_reason.append(None if "listening on" in line else
+                             line.removeprefix("echod: --model uring: "))
     return _uring_reason[0]
+
+
+def built_without_liburing():
+    """True when the echod under test has no uring engine compiled in."""
+    return NO_LIBURING in (uring_unavailable() or "")
+
+
+def skip_without_liburing():
+    """Skips a test of the uring engine's own code when the binary lacks it."""
+    if built_without_liburing():
+        pytest.skip(f"echod {NO_LIBURING}")
+
+
+def best_concurrent_model():
+    """The last of CONCURRENT_MODELS (the most capable one asked for) that
+    can run here; skips the test when none can."""
+    usable = [m for m in CONCURRENT_MODELS if m != "uring" or not uring_unavailable()]
+    if not usable:
+        pytest.skip(f"no concurrent model among {MODELS} can run here "
+                    f"(uring unavailable: {uring_unavailable()})")
+    return usable[-1]
 
 
 def pytest_collection_modifyitems(config, items):

@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from conftest import CONCURRENT_MODELS
+from conftest import CONCURRENT_MODELS, best_concurrent_model
 
 RUN_TIMEOUT = 30
 JSON_FIELDS = ("mode", "conns", "size", "depth", "duration_s", "messages", "messages_per_s",
@@ -153,7 +153,7 @@ def test_bench_mode_verifies_every_echo(echod, run_echoc, model, args):
 
 
 def test_bench_connrate_once_expects_server_close(echod, run_echoc):
-    srv = echod("--once", "-m", CONCURRENT_MODELS[-1], "-q")
+    srv = echod("--once", "-m", best_concurrent_model(), "-q")
     res, report = bench(run_echoc, "-d", "1", "--mode", "connrate", "--once", "-c", "4",
                         srv.target)
     assert_clean(res, report)
@@ -224,7 +224,7 @@ def test_bench_reports_corrupted_byte(run_echoc, peer):
 
 
 def test_bench_writes_hdrhistogram_text(echod, run_echoc, tmp_path):
-    srv = echod("-m", CONCURRENT_MODELS[-1], "-q")
+    srv = echod("-m", best_concurrent_model(), "-q")
     out = tmp_path / "lat.hgrm"
     res, report = bench(run_echoc, "-d", "1", "--hist", str(out), srv.target)
     assert_clean(res, report)

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import ECHOD, Server, recv_until_eof, uring_unavailable
+from conftest import ECHOD, Server, recv_until_eof, skip_without_liburing, uring_unavailable
 
 NO_URING = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                          "no_uring.py")]
@@ -69,6 +69,7 @@ def test_auto_falls_back_to_epoll_with_one_line_when_io_uring_is_blocked(wrapped
 
 @pytest.mark.parametrize("err", ["EPERM", "ENOSYS"])
 def test_model_uring_exits_1_with_one_line_when_io_uring_is_blocked(err):
+    skip_without_liburing()
     proc = subprocess.run(NO_URING + ["--errno", err, ECHOD, "-m", "uring", "-l", "127.0.0.1:0"],
                           capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
     assert proc.returncode == 1

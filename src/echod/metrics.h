@@ -18,6 +18,25 @@ enum metrics_counter {
 	METRICS_IDLE_TIMEOUTS, /* closed by --idle-timeout */
 	METRICS_ACCEPT_PAUSES, /* out of descriptors or memory on accept */
 
+	/* How connections ended, one counter per reason; METRICS_CLOSED counts
+	 * them all, METRICS_CONN_ERRORS (reset) and METRICS_IDLE_TIMEOUTS above
+	 * are two of the reasons. */
+	METRICS_CLOSED_EOF,   /* the peer ended the stream and got all its echo */
+	METRICS_CLOSED_GRACE, /* still open when --grace ran out after a stop */
+	METRICS_CLOSED_ONCE,  /* --once: the one echo delivered */
+	METRICS_MSGS_IN,      /* reads that returned data */
+	METRICS_MSGS_OUT,     /* sends that moved data */
+	METRICS_MAXCONNS_PAUSES, /* accepting paused: --max-conns reached */
+
+	/* --proxy-protocol: connections closed for a bad or missing header, by
+	 * reason (proxy.h's labels). */
+	METRICS_PROXY_MISSING,
+	METRICS_PROXY_MALFORMED,
+	METRICS_PROXY_OVERSIZED,
+	METRICS_PROXY_UNSUPPORTED,
+	METRICS_PROXY_TIMEOUT,
+	METRICS_PROXY_TRUNCATED,
+
 	/* UDP echo (udp.c). */
 	METRICS_UDP_ECHOED,	 /* datagrams answered */
 	METRICS_UDP_TRUNCATED,	 /* too long for the buffer: dropped, never echoed in part */

@@ -1212,7 +1212,8 @@ static bool rendezvous(struct uring_shared *sh, bool ok, bool is_main)
 		sh->go = true;
 		pthread_cond_broadcast(&sh->cv);
 	} else {
-		pthread_cond_signal(&sh->cv);
+		/* Wakes main among the waiting workers: a signal could wake a worker. */
+		pthread_cond_broadcast(&sh->cv);
 		while (!sh->go)
 			pthread_cond_wait(&sh->cv, &sh->mu);
 	}

@@ -21,11 +21,12 @@
  * then waits, reading nothing, until buffers come back (starve_rearm()), so
  * reads slow down and nothing is lost.
  *
- * --max-conns: multishot accept cannot be told "one more"; when a completed
- * accept finds every slot taken, the socket is parked (not read) and the
- * accepts are cancelled, so the rest stay in the backlog.  A freed slot
- * serves the parked sockets first, then re-arms accept; other workers learn
- * of it through their eventfd.
+ * --max-conns: multishot accept cannot be told "one more": it accepts all
+ * the backlog holds.  So with a limit, a worker arms one single-shot accept
+ * per listener, each holding a slot taken before it is armed, exactly as the
+ * other engines take a slot before accept(2); without a free slot it arms
+ * none and the rest wait in the backlog.  A freed slot wakes every worker
+ * through its eventfd.  Without a limit, accepts are multishot.
  *
  * Stalled echoes: the buffer ring is shared by a worker's connections, so a
  * connection whose echo cannot be sent at once must not keep ring buffers.
@@ -203,9 +204,8 @@ struct worker {
 	uint32_t nconns_cap, free_head, live, nstarved, ndraining, scan_from;
 
 	bool *acc_armed;
-	int *parked; /* accepted while every slot was taken */
-	int nparked, parked_cap;
-	bool full;
+	bool acc_holds_slot; /* --max-conns: each accept armed holds a slot */
+	bool full;	     /* an accept is not armed for want of a slot */
 	uint64_t pause_until;
 	bool stopping;
 	uint64_t now;	/* ms, read once per batch */
@@ -663,6 +663,13 @@ static void wake_all(struct worker *w)
 			log_debug("wake: %s", strerror(errno));
 }
 
+/* Frees a --max-conns slot and tells the workers if the server was full. */
+static void release_slot(struct worker *w)
+{
+	if (server_release_slot(w->srv))
+		wake_all(w);
+}
+
 /* Frees the slot once no operation refers to it any more. */
 static void maybe_free(struct worker *w, uint32_t idx)
 {
@@ -685,8 +692,7 @@ static void maybe_free(struct worker *w, uint32_t idx)
 	w->free_head = idx;
 	w->live--;
 	metrics_add(w->m, METRICS_CLOSED, 1);
-	if (server_release_slot(w->srv))
-		wake_all(w);
+	release_slot(w);
 }
 
 /* Closes a connection: cancels what is in flight, frees the slot when it lands. */
@@ -860,7 +866,7 @@ static void add_conn(struct worker *w, int fd)
 	if (idx == UINT32_MAX) {
 		/* Shed load: this one connection is refused, the server goes on. */
 		close(fd);
-		server_release_slot(w->srv);
+		release_slot(w);
 		return;
 	}
 	/* As net_accept() does: an echo is written the moment it is read. */
@@ -884,16 +890,24 @@ static void add_conn(struct worker *w, int fd)
 
 static void arm_accepts(struct worker *w)
 {
-	if (w->stopping || w->full || w->now < w->pause_until)
+	w->full = false;
+	if (w->stopping || w->now < w->pause_until)
 		return;
 	for (int i = 0; i < w->srv->nlisteners; i++) {
 		struct io_uring_sqe *sqe;
+		int lfd = w->srv->listeners[i].fd;
 
 		if (w->acc_armed[i] || w->srv->listeners[i].type != SOCK_STREAM)
 			continue;
+		if (w->acc_holds_slot && !server_take_slot(w->srv)) {
+			w->full = true; /* until a wake-up or the next scan */
+			return;
+		}
 		sqe = get_sqe(w);
-		io_uring_prep_multishot_accept(sqe, w->srv->listeners[i].fd, NULL, NULL,
-					       SOCK_CLOEXEC);
+		if (w->acc_holds_slot)
+			io_uring_prep_accept(sqe, lfd, NULL, NULL, SOCK_CLOEXEC);
+		else
+			io_uring_prep_multishot_accept(sqe, lfd, NULL, NULL, SOCK_CLOEXEC);
 		io_uring_sqe_set_data64(sqe, UD(OP_ACCEPT, 0, i));
 		w->acc_armed[i] = true;
 	}
@@ -906,72 +920,46 @@ static void cancel_accepts(struct worker *w)
 			cancel(w, UD(OP_ACCEPT, 0, i));
 }
 
-/* Every slot is taken: keep fd unread and stop accepting until one frees. */
-static void park(struct worker *w, int fd)
+/* An accept failed: skip what a client's abort causes, pause on the rest. */
+static void accept_failed(struct worker *w, uint32_t i, int err)
 {
-	if (w->nparked == w->parked_cap) {
-		int n = w->parked_cap ? 2 * w->parked_cap : 8;
-		int *p = realloc(w->parked, (size_t)n * sizeof(*p));
-
-		if (!p) {
-			close(fd);
-			return;
-		}
-		w->parked = p;
-		w->parked_cap = n;
+	if (err == -ECANCELED || err == -ECONNABORTED || err == -EINTR)
+		return;
+	if (err == -EINVAL && server_stop_requested(w->srv))
+		return; /* the listener was shut for the stop (echod.c): not a fault */
+	/*
+	 * Out of descriptors, or an error that would recur at once: leave the
+	 * backlog be for a while rather than spin.
+	 */
+	if (net_accept_error_is_resource(err)) {
+		metrics_add(w->m, METRICS_ACCEPT_PAUSES, 1);
+		engine_log_accept_error(err);
+	} else {
+		log_warn("accept on %s: %s", w->srv->listeners[i].name, strerror(-err));
 	}
-	w->parked[w->nparked++] = fd;
-	if (!w->full) {
-		w->full = true;
-		cancel_accepts(w);
-	}
-}
-
-/* Serves parked sockets while slots allow, then accepts again. */
-static void unpark(struct worker *w)
-{
-	int i = 0;
-
-	while (i < w->nparked && server_take_slot(w->srv))
-		add_conn(w, w->parked[i++]);
-	memmove(w->parked, w->parked + i, (size_t)(w->nparked - i) * sizeof(*w->parked));
-	w->nparked -= i;
-	if (w->nparked == 0) {
-		w->full = false;
-		arm_accepts(w);
-	}
+	w->pause_until = w->now + ENGINE_ACCEPT_PAUSE_MS;
+	if (w->acc_armed[i])
+		cancel(w, UD(OP_ACCEPT, 0, i));
 }
 
 static void on_accept(struct worker *w, struct io_uring_cqe *cqe)
 {
 	uint32_t i = UD_IDX(cqe->user_data);
 	int fd = cqe->res;
+	/* A single-shot accept brought its slot; a multishot one takes one now. */
+	bool slot = w->acc_holds_slot || (fd >= 0 && server_take_slot(w->srv));
 
 	if (!(cqe->flags & IORING_CQE_F_MORE))
 		w->acc_armed[i] = false;
-	if (fd >= 0) {
-		if (w->stopping)
+	if (fd >= 0 && slot && !w->stopping) {
+		add_conn(w, fd);
+	} else {
+		if (fd >= 0)
 			close(fd);
-		else if (w->full || !server_take_slot(w->srv))
-			park(w, fd);
-		else
-			add_conn(w, fd);
-	} else if (fd == -EINVAL && server_stop_requested(w->srv)) {
-		/* The listener was shut for the stop (echod.c): not a fault. */
-	} else if (fd != -ECANCELED && fd != -ECONNABORTED && fd != -EINTR) {
-		/*
-		 * Out of descriptors, or an error that would recur at once:
-		 * leave the backlog be for a while rather than spin.
-		 */
-		if (net_accept_error_is_resource(fd)) {
-			metrics_add(w->m, METRICS_ACCEPT_PAUSES, 1);
-			engine_log_accept_error(fd);
-		} else {
-			log_warn("accept on %s: %s", w->srv->listeners[i].name, strerror(-fd));
-		}
-		w->pause_until = w->now + ENGINE_ACCEPT_PAUSE_MS;
-		if (w->acc_armed[i])
-			cancel(w, UD(OP_ACCEPT, 0, i));
+		if (slot)
+			release_slot(w);
+		if (fd < 0)
+			accept_failed(w, i, fd);
 	}
 	arm_accepts(w);
 }
@@ -1002,7 +990,7 @@ static void on_wake(struct worker *w, int res)
 	}
 	arm_wake(w);
 	if (w->full)
-		unpark(w);
+		arm_accepts(w);
 }
 
 static void on_stop(struct worker *w)
@@ -1010,9 +998,6 @@ static void on_stop(struct worker *w)
 	w->stopping = true;
 	w->grace_deadline = w->now + (uint64_t)w->srv->cfg->grace_ms;
 	cancel_accepts(w);
-	for (int i = 0; i < w->nparked; i++)
-		close(w->parked[i]);
-	w->nparked = 0;
 }
 
 static void handle(struct worker *w, struct io_uring_cqe *cqe)
@@ -1085,9 +1070,7 @@ static void scan(struct worker *w)
 		starve_rearm(w);
 	if (w->pause_until && now >= w->pause_until)
 		w->pause_until = 0;
-	if (w->full && !w->stopping)
-		unpark(w); /* in case a wake-up was missed */
-	arm_accepts(w);
+	arm_accepts(w); /* after a pause, or in case a wake-up was missed */
 }
 
 static bool needs_timer(const struct worker *w)
@@ -1159,8 +1142,6 @@ static void worker_free(struct worker *w)
 	for (uint32_t i = 0; i < w->nconns_cap; i++)
 		if (w->conns[i].in_use)
 			close(w->conns[i].fd);
-	for (int i = 0; i < w->nparked; i++)
-		close(w->parked[i]);
 	if (w->br)
 		io_uring_unregister_buf_ring(&w->ring, BUF_GROUP);
 	io_uring_queue_exit(&w->ring);
@@ -1172,7 +1153,6 @@ static void worker_free(struct worker *w)
 	while (w->npool)
 		free(w->pool[--w->npool].buf);
 	free(w->conns);
-	free(w->parked);
 	free(w->acc_armed);
 }
 
@@ -1187,6 +1167,7 @@ static int worker_setup(struct worker *w)
 	}
 	w->free_head = UINT32_MAX;
 	w->acc_armed = calloc((size_t)w->srv->nlisteners, sizeof(*w->acc_armed));
+	w->acc_holds_slot = w->srv->cfg->max_conns > 0;
 	rc = w->acc_armed ? setup_bufs(w) : -ENOMEM;
 	if (rc < 0) {
 		log_error("worker %d: buffer ring: %s", w->id, strerror(-rc));

@@ -130,6 +130,32 @@ def test_max_conns_serves_every_client_in_turn(echod, model):
             s.close()
 
 
+@pytest.mark.parametrize("model", MODELS)
+def test_max_conns_accepts_no_more_sockets_than_slots(echod, model):
+    # The clients beyond --max-conns wait in the kernel's backlog, not in
+    # echod: once it serves its one connection, its descriptors stay as many.
+    srv = echod("--max-conns", "1", *model_args(model))
+    held = srv.connect()
+    waiting = []
+    try:
+        assert_echo(held, b"held\n")
+        base = open_fds(srv.proc.pid)
+        waiting = [srv.connect() for _ in range(100)]
+        for i, s in enumerate(waiting):
+            s.sendall(b"waiting %d\n" % i)
+        assert_silent(waiting[-1], 0.5)
+        assert open_fds(srv.proc.pid) == base
+        # Nothing was lost: once the slot frees, each is served in turn.
+        held.close()
+        for i, s in enumerate(waiting):
+            s.shutdown(socket.SHUT_WR)
+            assert recv_until_eof(s, timeout=10) == b"waiting %d\n" % i
+            s.close()
+    finally:
+        for s in [held] + waiting:
+            s.close()
+
+
 # ---------------------------------------------------------------------------
 # --idle-timeout
 

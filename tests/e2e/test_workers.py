@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import MODELS, assert_silent, recv_exactly, recv_until_eof
+from conftest import MODELS, assert_silent, open_fds, recv_exactly, recv_until_eof
 
 WORKER_MODELS = [m for m in ("epoll", "uring") if m in MODELS]
 WORKER_COUNTS = [3, 4, 8]
@@ -95,12 +95,14 @@ def test_max_conns_is_shared_by_all_workers(echod, model, workers):
         for i, s in enumerate(held):
             s.sendall(b"held %d\n" % i)
             assert recv_exactly(s, 7) == b"held %d\n" % i
-        # However many workers, no third connection is served ...
-        waiting = [srv.connect() for _ in range(workers)]
+        base = open_fds(srv.proc.pid)
+        # However many workers, no third connection is served, or accepted ...
+        waiting = [srv.connect() for _ in range(4 * workers)]
         for i, s in enumerate(waiting):
             s.sendall(b"waiting %d\n" % i)
-        for s in waiting:
+        for s in waiting[:workers]:
             assert_silent(s, 0.2)
+        assert open_fds(srv.proc.pid) == base
         # ... until the two close: then every waiting client is served, two at a time.
         for s in held:
             s.close()

@@ -165,24 +165,51 @@ static uint64_t active_deadline(const struct worker *w, uint64_t now)
 	return idle_ms ? now + (uint64_t)idle_ms : 0;
 }
 
-static void set_listening(struct worker *w, bool on)
+/*
+ * Adds every listener to the worker's epoll set, or removes them all.  All
+ * or nothing: when an add fails (out of memory, or of epoll watches) the
+ * ones added are removed again.  Returns 0 or -errno.
+ */
+static int set_listening(struct worker *w, bool on)
 {
 	struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE};
+	int i, rc = 0;
 
 	if (w->listening == on)
-		return;
-	for (int i = 0; i < w->srv->nlisteners; i++) {
+		return 0;
+	for (i = 0; on && i < w->srv->nlisteners; i++) {
 		ev.data.ptr = &w->lsrc[i];
-		epoll_ctl(w->epfd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, w->lsrc[i].fd, &ev);
+		if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->lsrc[i].fd, &ev) < 0) {
+			rc = -errno;
+			break;
+		}
 	}
-	w->listening = on;
+	if (on && rc == 0) {
+		w->listening = true;
+		return 0;
+	}
+	/* Off, or undoing a partial add; removing what is in the set cannot fail. */
+	if (!on)
+		i = w->srv->nlisteners;
+	while (i-- > 0)
+		epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->lsrc[i].fd, NULL);
+	w->listening = false;
+	return rc;
 }
 
-/* Listens again unless a reason not to remains. */
+/* Listens again unless a reason not to remains; if it cannot, retries soon. */
 static void maybe_resume(struct worker *w)
 {
-	if (!w->full && !w->resume_ms && !w->stopping)
-		set_listening(w, true);
+	int rc;
+
+	if (w->full || w->resume_ms || w->stopping)
+		return;
+	rc = set_listening(w, true);
+	if (rc < 0) {
+		metrics_add(w->m, METRICS_ACCEPT_PAUSES, 1);
+		engine_log_accept_error(rc);
+		w->resume_ms = clock_now_ms() + ENGINE_ACCEPT_PAUSE_MS;
+	}
 }
 
 /* Tells every worker that a --max-conns slot freed. */
@@ -525,8 +552,7 @@ static int worker_init(struct worker *w, struct epoll_engine *eng, int index)
 		w->lsrc[i] = (struct source){.kind = SRC_LISTENER, .fd = srv->listeners[i].fd};
 	if (watch(w, &w->stop) < 0 || watch(w, &w->wake) < 0)
 		return -errno;
-	set_listening(w, true);
-	return 0;
+	return set_listening(w, true);
 }
 
 static void worker_free(struct worker *w)

@@ -130,6 +130,7 @@ enum op {
 #define EXIT_SLACK_MS  1000	  /* after the grace: wait this long for cancels */
 #define NOBUF	       (-1)
 #define POOL_MAX       64 /* free private buffers a worker keeps, and --buffer times this in bytes */
+#define SUBMIT_TRIES   8  /* a full SQ whose submission keeps failing ends the worker */
 
 /*
  * A connection's private copy of unsent bytes, in echo order at buf + off.
@@ -211,6 +212,7 @@ struct worker {
 	uint64_t now;	/* ms, read once per batch */
 	uint64_t batch; /* batches run, to tell a send queued in this one */
 	uint64_t grace_deadline, next_scan;
+	int ring_err; /* the ring takes no more submissions: the worker stops */
 };
 
 static int probe_flags(struct io_uring *ring, unsigned entries, unsigned cq_entries)
@@ -315,14 +317,27 @@ static int probe(char *why, size_t whylen)
 	return rc < 0 ? rc : 0;
 }
 
-/* An SQE, submitting what is queued first if the ring is full. */
+/*
+ * An SQE, submitting what is queued first if the ring is full.  NULL when
+ * the ring takes no more (the error is kept in w->ring_err and ends the
+ * worker): retrying a submission that fails for good would spin forever.
+ * -EBUSY (the CQ overflowed) and -EAGAIN may pass once completions are
+ * consumed, which run_batch() does one at a time, so they get a few tries.
+ */
 static struct io_uring_sqe *get_sqe(struct worker *w)
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
 
-	while (!sqe) {
-		io_uring_submit(&w->ring);
+	for (int tries = 0; !sqe && !w->ring_err; tries++) {
+		int rc = io_uring_submit(&w->ring);
+
 		sqe = io_uring_get_sqe(&w->ring);
+		if (sqe)
+			break;
+		if (rc >= 0 || rc == -EINTR || ((rc == -EBUSY || rc == -EAGAIN) && tries < SUBMIT_TRIES))
+			continue;
+		w->ring_err = rc < 0 ? rc : -EBUSY;
+		log_error("worker %d: io_uring_submit: %s", w->id, strerror(-w->ring_err));
 	}
 	return sqe;
 }
@@ -426,6 +441,8 @@ static void arm_recv(struct worker *w, uint32_t idx)
 	struct io_uring_sqe *sqe = get_sqe(w);
 	size_t room = conn_room(&u->c);
 
+	if (!sqe)
+		return;
 	u->rlen = 0;
 	if (conn_pending_bytes(&u->c) || u->sized) {
 		u->rlen = (uint32_t)(room < w->buf_bytes ? room : w->buf_bytes);
@@ -445,6 +462,8 @@ static void cancel(struct worker *w, uint64_t ud)
 {
 	struct io_uring_sqe *sqe = get_sqe(w);
 
+	if (!sqe)
+		return;
 	io_uring_prep_cancel64(sqe, ud, 0);
 	io_uring_sqe_set_data64(sqe, UD(OP_CANCEL, 0, 0));
 }
@@ -566,13 +585,16 @@ static int own_prepend(struct worker *w, struct uconn *u, const unsigned char *p
 	return 0;
 }
 
-static void prep_send(struct worker *w, uint32_t idx, const unsigned char *p, size_t n)
+static bool prep_send(struct worker *w, uint32_t idx, const unsigned char *p, size_t n)
 {
 	struct io_uring_sqe *sqe = get_sqe(w);
 
+	if (!sqe)
+		return false;
 	io_uring_prep_send(sqe, conn_at(w, idx)->fd, p, n, MSG_NOSIGNAL);
 	io_uring_sqe_set_data64(sqe, UD(OP_SEND, 0, idx));
 	conn_at(w, idx)->send_busy = true;
+	return true;
 }
 
 /* Sends what is next: the ring buffer just received, else the private copy. */
@@ -584,7 +606,8 @@ static void send_next(struct worker *w, uint32_t idx)
 	if (u->send_busy)
 		return;
 	if (u->sbid != NOBUF) {
-		prep_send(w, idx, buf_at(w, u->sbid), u->slen);
+		if (!prep_send(w, idx, buf_at(w, u->sbid), u->slen))
+			return;
 		u->send_ms = w->now;
 		u->send_batch = w->batch;
 		w->nring_sends++;
@@ -904,6 +927,11 @@ static void arm_accepts(struct worker *w)
 			return;
 		}
 		sqe = get_sqe(w);
+		if (!sqe) {
+			if (w->acc_holds_slot)
+				release_slot(w);
+			return;
+		}
 		if (w->acc_holds_slot)
 			io_uring_prep_accept(sqe, lfd, NULL, NULL, SOCK_CLOEXEC);
 		else
@@ -968,6 +996,8 @@ static void arm_poll(struct worker *w, int fd, enum op op)
 {
 	struct io_uring_sqe *sqe = get_sqe(w);
 
+	if (!sqe)
+		return;
 	io_uring_prep_poll_add(sqe, fd, POLLIN);
 	io_uring_sqe_set_data64(sqe, UD(op, 0, 0));
 }
@@ -977,6 +1007,8 @@ static void arm_wake(struct worker *w)
 {
 	struct io_uring_sqe *sqe = get_sqe(w);
 
+	if (!sqe)
+		return;
 	io_uring_prep_read(sqe, w->wake_fd, &w->wake_buf, sizeof(w->wake_buf), 0);
 	io_uring_sqe_set_data64(sqe, UD(OP_WAKE, 0, 0));
 }
@@ -1079,26 +1111,45 @@ static bool needs_timer(const struct worker *w)
 	       w->nstarved || w->pause_until || w->full || w->nring_sends;
 }
 
+/*
+ * Takes the next completion off the ring.  Consumed before it is handled, so
+ * that what handling it submits finds room for its completions.
+ */
+static bool next_cqe(struct worker *w, struct io_uring_cqe *out)
+{
+	struct io_uring_cqe *cqe;
+	unsigned head;
+
+	io_uring_for_each_cqe(&w->ring, head, cqe)
+	{
+		*out = *cqe;
+		io_uring_cq_advance(&w->ring, 1);
+		return true;
+	}
+	return false;
+}
+
 /* One batch: submit everything queued, wait for completions, handle them all. */
 static int run_batch(struct worker *w)
 {
 	struct __kernel_timespec ts = {.tv_nsec = SCAN_MS * 1000000L};
-	struct io_uring_cqe *cqe;
-	unsigned head, n = 0;
+	struct io_uring_cqe *cqe, c;
 	int rc;
 
 	flush_bufs(w);
 	rc = io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, needs_timer(w) ? &ts : NULL, NULL);
+	/*
+	 * -EBUSY: the CQ overflowed, so nothing was submitted; consuming the
+	 * completions below is the remedy, and the next batch submits.
+	 */
 	if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY)
 		return rc;
 	w->now = clock_now_ms();
 	w->batch++;
-	io_uring_for_each_cqe(&w->ring, head, cqe)
-	{
-		handle(w, cqe);
-		n++;
-	}
-	io_uring_cq_advance(&w->ring, n);
+	while (next_cqe(w, &c))
+		handle(w, &c);
+	if (w->ring_err)
+		return w->ring_err;
 	if (w->nstarved && w->nfree)
 		starve_rearm(w);
 	if (needs_timer(w) && w->now >= w->next_scan) {
@@ -1117,6 +1168,8 @@ static int loop(struct worker *w)
 	arm_poll(w, w->srv->stop_fd, OP_STOP);
 	arm_wake(w);
 	arm_accepts(w);
+	if (w->ring_err)
+		return w->ring_err;
 	for (;;) {
 		rc = run_batch(w);
 		if (rc < 0)

@@ -290,7 +290,7 @@ static int accept_ready(struct accept_loop *al, struct pollfd *lpfd, int n)
 		rc = accept_one(al, lpfd[i].fd);
 		if (rc == -EBUSY) /* full: until a slot frees */
 			return al->wake_fd >= 0 ? 60000 : ENGINE_ACCEPT_PAUSE_MS;
-		if (net_accept_error_is_resource(rc)) {
+		if (rc < 0 && net_accept_error_next(rc) == NET_ACCEPT_PAUSE) {
 			metrics_add(al->m, METRICS_ACCEPT_PAUSES, 1);
 			engine_log_accept_error(rc);
 			return ENGINE_ACCEPT_PAUSE_MS;

@@ -287,22 +287,27 @@ static void handle_accept(struct worker *w, int lfd)
 	for (int i = 0; i < ACCEPT_BATCH; i++) {
 		int rc = accept_one(w, lfd);
 
-		if (rc == 0 || rc == -EINTR || rc == -ECONNABORTED || rc == -EPROTO)
+		if (rc == 0)
 			continue;
 		if (rc == -EBUSY) {
 			/* Leave the backlog be until a slot frees (wake_all). */
 			w->full = true;
 			set_listening(w, false);
-		} else if (net_accept_error_is_resource(rc)) {
+			return;
+		}
+		switch (net_accept_error_next(rc)) {
+		case NET_ACCEPT_NEXT:
+			continue;
+		case NET_ACCEPT_EMPTY:
+			return;
+		case NET_ACCEPT_PAUSE:
 			/* No busy loop on EMFILE: try again in a moment. */
 			metrics_add(w->m, METRICS_ACCEPT_PAUSES, 1);
 			engine_log_accept_error(rc);
 			w->resume_ms = clock_now_ms() + ENGINE_ACCEPT_PAUSE_MS;
 			set_listening(w, false);
-		} else if (rc != -EAGAIN) {
-			log_debug("accept: %s", strerror(-rc));
+			return;
 		}
-		return;
 	}
 }
 

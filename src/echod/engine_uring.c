@@ -948,23 +948,17 @@ static void cancel_accepts(struct worker *w)
 			cancel(w, UD(OP_ACCEPT, 0, i));
 }
 
-/* An accept failed: skip what a client's abort causes, pause on the rest. */
+/* An accept failed: what net_accept_error_next() says, as every engine does. */
 static void accept_failed(struct worker *w, uint32_t i, int err)
 {
-	if (err == -ECANCELED || err == -ECONNABORTED || err == -EINTR)
+	if (err == -ECANCELED)
 		return;
 	if (err == -EINVAL && server_stop_requested(w->srv))
 		return; /* the listener was shut for the stop (echod.c): not a fault */
-	/*
-	 * Out of descriptors, or an error that would recur at once: leave the
-	 * backlog be for a while rather than spin.
-	 */
-	if (net_accept_error_is_resource(err)) {
-		metrics_add(w->m, METRICS_ACCEPT_PAUSES, 1);
-		engine_log_accept_error(err);
-	} else {
-		log_warn("accept on %s: %s", w->srv->listeners[i].name, strerror(-err));
-	}
+	if (net_accept_error_next(err) != NET_ACCEPT_PAUSE)
+		return; /* the accept is re-armed */
+	metrics_add(w->m, METRICS_ACCEPT_PAUSES, 1);
+	engine_log_accept_error(err);
 	w->pause_until = w->now + ENGINE_ACCEPT_PAUSE_MS;
 	if (w->acc_armed[i])
 		cancel(w, UD(OP_ACCEPT, 0, i));

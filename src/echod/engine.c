@@ -1,9 +1,10 @@
 /*
  * engine.c - choosing an engine, and what the engines share.
  *
- * Shared here: the --max-conns slot count, and the poll(2) loop that serves
- * one connection on a thread of its own, which is all the iterative and
- * threads models differ by nothing but who calls it.
+ * Shared here: the --max-conns slot count, and the two poll(2) loops of the
+ * blocking models, one that accepts and one that serves a connection to its
+ * end.  The iterative and threads models differ only in who calls the
+ * second: the accepting thread itself, or a thread per connection.
  */
 #include "engine.h"
 

@@ -26,9 +26,9 @@
 #include "clock.h"
 #include "conn.h"
 #include "log.h"
+#include "workers.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,7 +83,6 @@ struct worker {
 	struct epoll_engine *eng;
 	struct server *srv;
 	struct metrics_worker *m;
-	pthread_t tid;
 	int epfd;
 	struct source stop, wake;
 	struct source *lsrc; /* one per listener */
@@ -96,7 +95,6 @@ struct worker {
 	struct conn_list active; /* oldest activity first */
 	struct conn_list drain;	 /* earliest drain deadline first */
 	struct buf_pool pool;
-	int rc;
 };
 
 struct epoll_engine {
@@ -240,7 +238,6 @@ static int add_conn(struct worker *w, int fd)
 {
 	struct econn *ec = calloc(1, sizeof(*ec));
 	struct epoll_event ev = {.events = EPOLLIN};
-	char peer[NET_NAMELEN];
 
 	if (!ec)
 		return -ENOMEM;
@@ -255,10 +252,7 @@ static int add_conn(struct worker *w, int fd)
 	list_push(&w->active, ec, active_deadline(w, clock_now_ms()));
 	w->nconns++;
 	metrics_add(w->m, METRICS_ACCEPTED, 1);
-	if (log_enabled(LOGL_DEBUG)) {
-		net_format_peer(fd, peer, sizeof(peer));
-		log_debug("connection from %s", peer);
-	}
+	log_connection(fd);
 	return 0;
 }
 
@@ -464,29 +458,19 @@ static void expire(struct worker *w)
 		close_all(w);
 }
 
-static uint64_t earliest(uint64_t a, uint64_t b)
-{
-	if (!a)
-		return b;
-	return !b || a < b ? a : b;
-}
-
 /* Milliseconds until the nearest deadline, for epoll_wait(2); -1 for none. */
 static int next_timeout(const struct worker *w)
 {
-	uint64_t d = 0, now;
+	uint64_t d = 0;
 
 	if (w->active.head)
 		d = w->active.head->deadline;
 	if (w->drain.head)
-		d = earliest(d, w->drain.head->deadline);
-	d = earliest(d, w->resume_ms);
+		d = deadline_earliest(d, w->drain.head->deadline);
+	d = deadline_earliest(d, w->resume_ms);
 	if (w->stopping)
-		d = earliest(d, w->grace_deadline);
-	if (!d)
-		return -1;
-	now = clock_now_ms();
-	return d <= now ? 0 : (int)(d - now > 60000 ? 60000 : d - now);
+		d = deadline_earliest(d, w->grace_deadline);
+	return deadline_timeout_ms(d, clock_now_ms());
 }
 
 static void dispatch(struct worker *w, const struct epoll_event *ev)
@@ -509,24 +493,23 @@ static void dispatch(struct worker *w, const struct epoll_event *ev)
 	}
 }
 
-static void *worker_main(void *arg)
+static int serve(void *ctx, int index)
 {
-	struct worker *w = arg;
+	struct worker *w = &((struct epoll_engine *)ctx)->w[index];
 	struct epoll_event ev[EVENTS_MAX];
 	int n;
 
 	while (!w->stopping || w->nconns > 0) {
 		n = epoll_wait(w->epfd, ev, EVENTS_MAX, next_timeout(w));
 		if (n < 0 && errno != EINTR) {
-			w->rc = -errno;
 			close_all(w);
-			break;
+			return -errno;
 		}
 		for (int i = 0; i < n; i++)
 			dispatch(w, &ev[i]);
 		expire(w);
 	}
-	return NULL;
+	return 0;
 }
 
 static int watch(struct worker *w, struct source *src)
@@ -536,10 +519,12 @@ static int watch(struct worker *w, struct source *src)
 	return epoll_ctl(w->epfd, EPOLL_CTL_ADD, src->fd, &ev) < 0 ? -errno : 0;
 }
 
-/* Sets up one worker's epoll instance; returns 0 or -errno. */
-static int worker_init(struct worker *w, struct epoll_engine *eng, int index)
+/* Sets up one worker's epoll instance, on its thread; returns 0 or -errno. */
+static int setup(void *ctx, int index)
 {
+	struct epoll_engine *eng = ctx;
 	struct server *srv = eng->srv;
+	struct worker *w = &eng->w[index];
 
 	w->eng = eng;
 	w->srv = srv;
@@ -583,47 +568,22 @@ static int probe(char *why, size_t whylen)
 }
 
 /*
- * Runs worker 0 on the calling thread and the others on threads of their
- * own.  A worker whose thread cannot start leaves the listeners to the rest.
+ * The workers are freed only once all are joined: any of them may write to
+ * another's wake-up eventfd until then.
  */
-static int run_workers(struct epoll_engine *eng)
-{
-	int rc = 0;
-
-	for (int i = 1; i < eng->n; i++) {
-		int err = pthread_create(&eng->w[i].tid, NULL, worker_main, &eng->w[i]);
-
-		if (err) {
-			log_warn("cannot start worker %d: %s", i, strerror(err));
-			set_listening(&eng->w[i], false);
-			eng->w[i].rc = 1; /* never started: nothing to join */
-		}
-	}
-	worker_main(&eng->w[0]);
-	for (int i = 0; i < eng->n; i++) {
-		if (i > 0 && eng->w[i].rc != 1)
-			pthread_join(eng->w[i].tid, NULL);
-		if (eng->w[i].rc < 0 && rc == 0)
-			rc = eng->w[i].rc;
-	}
-	return rc;
-}
-
 static int run(struct server *srv)
 {
 	struct epoll_engine eng = {.srv = srv, .n = srv->workers};
-	int rc = 0, i;
+	struct worker_ops ops = {.ctx = &eng, .setup = setup, .serve = serve};
+	int rc;
 
 	eng.w = calloc((size_t)eng.n, sizeof(*eng.w));
 	if (!eng.w)
 		return -ENOMEM;
-	for (i = 0; i < eng.n; i++)
+	for (int i = 0; i < eng.n; i++)
 		eng.w[i].epfd = eng.w[i].wake.fd = -1;
-	for (i = 0; i < eng.n && rc == 0; i++)
-		rc = worker_init(&eng.w[i], &eng, i);
-	if (rc == 0)
-		rc = run_workers(&eng);
-	for (i = 0; i < eng.n; i++)
+	rc = workers_run(&ops, eng.n);
+	for (int i = 0; i < eng.n; i++)
 		worker_free(&eng.w[i]);
 	free(eng.w);
 	return rc;

@@ -79,13 +79,13 @@
 #include "clock.h"
 #include "conn.h"
 #include "log.h"
+#include "workers.h"
 
 #include <errno.h>
 #include <liburing.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -169,14 +169,12 @@ struct uconn {
 	uint32_t next_free;
 };
 
+struct worker;
+
 struct uring_shared {
 	struct server *srv;
 	int *wake_fds; /* one eventfd per worker */
-	/* Start-up rendezvous: nobody serves unless every worker set up. */
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	int nready, nstarted;
-	bool failed, go;
+	struct worker *ws;
 };
 
 struct worker {
@@ -883,7 +881,6 @@ static void add_conn(struct worker *w, int fd)
 {
 	uint32_t idx = alloc_slot(w);
 	struct uconn *u;
-	char peer[NET_NAMELEN];
 	int one = 1;
 
 	if (idx == UINT32_MAX) {
@@ -904,10 +901,7 @@ static void add_conn(struct worker *w, int fd)
 	u->last_ms = w->now;
 	w->live++;
 	metrics_add(w->m, METRICS_ACCEPTED, 1);
-	if (log_enabled(LOGL_DEBUG)) {
-		net_format_peer(fd, peer, sizeof(peer));
-		log_debug("connection from %s", peer);
-	}
+	log_connection(fd);
 	advance(w, idx);
 }
 
@@ -1223,68 +1217,19 @@ static int worker_setup(struct worker *w)
 	return rc;
 }
 
-/*
- * Reports this worker's set-up and waits for the others.  Returns true when
- * every worker is ready to serve; false, after a failure anywhere, for all.
- */
-static bool rendezvous(struct uring_shared *sh, bool ok, bool is_main)
+static int setup(void *ctx, int index)
 {
-	bool go;
-
-	pthread_mutex_lock(&sh->mu);
-	sh->nready++;
-	sh->failed |= !ok;
-	if (is_main) {
-		while (sh->nready < sh->nstarted)
-			pthread_cond_wait(&sh->cv, &sh->mu);
-		sh->go = true;
-		pthread_cond_broadcast(&sh->cv);
-	} else {
-		/* Wakes main among the waiting workers: a signal could wake a worker. */
-		pthread_cond_broadcast(&sh->cv);
-		while (!sh->go)
-			pthread_cond_wait(&sh->cv, &sh->mu);
-	}
-	go = !sh->failed;
-	pthread_mutex_unlock(&sh->mu);
-	return go;
+	return worker_setup(&((struct uring_shared *)ctx)->ws[index]);
 }
 
-static void *worker_main(void *arg)
+static int serve(void *ctx, int index)
 {
-	struct worker *w = arg;
-	int rc = worker_setup(w);
-	bool is_main = w->id == 0;
-
-	if (!rendezvous(w->sh, rc == 0, is_main)) {
-		if (rc == 0)
-			worker_free(w); /* another worker failed: nobody serves */
-		return (void *)(intptr_t)(rc < 0 ? rc : -EAGAIN);
-	}
-	rc = loop(w);
-	worker_free(w);
-	return (void *)(intptr_t)rc;
+	return loop(&((struct uring_shared *)ctx)->ws[index]);
 }
 
-/* Starts workers 1..n-1; returns how many workers run, counting this thread. */
-static int start_workers(struct uring_shared *sh, struct worker *ws, pthread_t *tids, int n)
+static void finish(void *ctx, int index)
 {
-	int i;
-
-	for (i = 0; i < n; i++) {
-		ws[i] = (struct worker){.srv = sh->srv,
-					.sh = sh,
-					.m = &sh->srv->metrics.w[i],
-					.id = i,
-					.wake_fd = sh->wake_fds[i]};
-		if (i > 0 && pthread_create(&tids[i], NULL, worker_main, &ws[i]) != 0)
-			break;
-	}
-	pthread_mutex_lock(&sh->mu);
-	sh->nstarted = i;
-	sh->failed |= i < n;
-	pthread_mutex_unlock(&sh->mu);
-	return i;
+	worker_free(&((struct uring_shared *)ctx)->ws[index]);
 }
 
 /* One eventfd per worker: blocking, so a read SQE on it waits for a wake-up. */
@@ -1298,42 +1243,33 @@ static int open_wake_fds(struct uring_shared *sh, int n)
 	return 0;
 }
 
+/* The wake-up eventfds outlive every worker: any may write to another's. */
 static int run(struct server *srv)
 {
-	int n = srv->workers, started, rc;
+	int n = srv->workers, rc;
 	struct uring_shared sh = {.srv = srv,
 				  .wake_fds = calloc((size_t)n, sizeof(int)),
-				  .mu = PTHREAD_MUTEX_INITIALIZER,
-				  .cv = PTHREAD_COND_INITIALIZER};
-	struct worker *ws = calloc((size_t)n, sizeof(*ws));
-	pthread_t *tids = calloc((size_t)n, sizeof(*tids));
+				  .ws = calloc((size_t)n, sizeof(struct worker))};
+	struct worker_ops ops = {.ctx = &sh, .setup = setup, .serve = serve, .finish = finish};
 
-	rc = sh.wake_fds && ws && tids ? 0 : -ENOMEM;
+	rc = sh.wake_fds && sh.ws ? 0 : -ENOMEM;
 	for (int i = 0; sh.wake_fds && i < n; i++)
 		sh.wake_fds[i] = -1;
 	if (rc == 0)
 		rc = open_wake_fds(&sh, n);
-	if (rc < 0)
-		goto out_free;
-	started = start_workers(&sh, ws, tids, n);
-	/* Worker 0 runs on this thread. */
-	rc = (int)(intptr_t)worker_main(&ws[0]);
-	for (int i = 1; i < started; i++) {
-		void *ret;
-
-		pthread_join(tids[i], &ret);
-		if (rc == 0)
-			rc = (int)(intptr_t)ret;
-	}
-	if (rc == 0 && started < n)
-		rc = -EAGAIN;
-out_free:
+	for (int i = 0; rc == 0 && i < n; i++)
+		sh.ws[i] = (struct worker){.srv = srv,
+					   .sh = &sh,
+					   .m = &srv->metrics.w[i],
+					   .id = i,
+					   .wake_fd = sh.wake_fds[i]};
+	if (rc == 0)
+		rc = workers_run(&ops, n);
 	for (int i = 0; sh.wake_fds && i < n; i++)
 		if (sh.wake_fds[i] >= 0)
 			close(sh.wake_fds[i]);
 	free(sh.wake_fds);
-	free(ws);
-	free(tids);
+	free(sh.ws);
 	return rc;
 }
 

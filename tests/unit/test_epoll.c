@@ -6,6 +6,7 @@
  * engine.c is stubbed here, so the test links with the common objects alone.
  */
 #include "../../src/echod/engine_epoll.c"
+#include "../../src/echod/workers.c"
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -49,7 +50,7 @@ struct fixture {
 	struct worker w;
 };
 
-static void setup(struct fixture *f, int epfd, const bool bad[2])
+static void fixture_setup(struct fixture *f, int epfd, const bool bad[2])
 {
 	memset(f, 0, sizeof(*f));
 	for (int i = 0; i < 2; i++) {
@@ -63,7 +64,7 @@ static void setup(struct fixture *f, int epfd, const bool bad[2])
 	f->w.epfd = epfd;
 }
 
-static void teardown(struct fixture *f)
+static void fixture_teardown(struct fixture *f)
 {
 	for (int i = 0; i < 2; i++)
 		if (f->l[i].fd >= 0)
@@ -89,7 +90,7 @@ static void test_listening_adds_and_removes_every_listener(void **state)
 	struct fixture f;
 
 	(void)state;
-	setup(&f, epoll_create1(EPOLL_CLOEXEC), good);
+	fixture_setup(&f, epoll_create1(EPOLL_CLOEXEC), good);
 	set_listening(&f.w, true);
 	assert_true(f.w.listening);
 	assert_true(in_set(f.w.epfd, f.l[0].fd));
@@ -98,7 +99,7 @@ static void test_listening_adds_and_removes_every_listener(void **state)
 	assert_false(f.w.listening);
 	assert_false(in_set(f.w.epfd, f.l[0].fd));
 	assert_false(in_set(f.w.epfd, f.l[1].fd));
-	teardown(&f);
+	fixture_teardown(&f);
 }
 
 static void test_listening_stays_off_when_epoll_ctl_fails(void **state)
@@ -108,10 +109,10 @@ static void test_listening_stays_off_when_epoll_ctl_fails(void **state)
 
 	(void)state;
 	/* Not an epoll descriptor: every epoll_ctl fails with EINVAL. */
-	setup(&f, open("/dev/null", O_RDONLY | O_CLOEXEC), good);
+	fixture_setup(&f, open("/dev/null", O_RDONLY | O_CLOEXEC), good);
 	assert_int_equal(set_listening(&f.w, true), -EINVAL);
 	assert_false(f.w.listening);
-	teardown(&f);
+	fixture_teardown(&f);
 }
 
 static void test_a_listener_that_fails_leaves_none_in_the_set(void **state)
@@ -120,12 +121,12 @@ static void test_a_listener_that_fails_leaves_none_in_the_set(void **state)
 	struct fixture f;
 
 	(void)state;
-	setup(&f, epoll_create1(EPOLL_CLOEXEC), second_bad);
+	fixture_setup(&f, epoll_create1(EPOLL_CLOEXEC), second_bad);
 	set_listening(&f.w, true);
 	/* All or nothing: a later retry adds both, without EEXIST on the first. */
 	assert_false(f.w.listening);
 	assert_false(in_set(f.w.epfd, f.l[0].fd));
-	teardown(&f);
+	fixture_teardown(&f);
 }
 
 int main(void)

@@ -6,6 +6,7 @@
  * Built without liburing, there is nothing to test.
  */
 #include "../../src/echod/engine_uring.c"
+#include "../../src/echod/workers.c"
 
 #include <fcntl.h>
 #include <setjmp.h>

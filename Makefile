@@ -44,11 +44,11 @@ endif
 # program links only its own modules and the common ones.
 COMMON = common/net common/config
 ECHOD  = $(addprefix echod/,echod engine engine_iterative engine_threads \
-           engine_epoll engine_uring workers privs conn log metrics udp) $(COMMON)
+           engine_epoll engine_uring workers spill privs conn log metrics udp) $(COMMON)
 ECHOC  = $(addprefix echoc/,echoc echoc_udp bench hist) $(COMMON)
-UNIT   = conn net config hist bench udp epoll uring workers
+UNIT   = conn net config hist bench udp epoll uring workers spill
 # Modules the unit tests link (the rest they #include whole, to reach statics).
-UNIT_OBJS = $(COMMON) echod/conn echod/log echod/metrics
+UNIT_OBJS = $(COMMON) echod/conn echod/log echod/metrics echod/spill
 
 INCLUDES_common = -Isrc/common
 INCLUDES_echod  = -Isrc/common -Isrc/echod

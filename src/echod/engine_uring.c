@@ -79,6 +79,7 @@
 #include "clock.h"
 #include "conn.h"
 #include "log.h"
+#include "spill.h"
 #include "workers.h"
 
 #include <errno.h>
@@ -129,22 +130,7 @@ enum op {
 #define SCAN_MS	       50	  /* timer granularity: idle, drain, grace, pauses, stuck sends */
 #define EXIT_SLACK_MS  1000	  /* after the grace: wait this long for cancels */
 #define NOBUF	       (-1)
-#define POOL_MAX       64 /* free private buffers a worker keeps, and --buffer times this in bytes */
 #define SUBMIT_TRIES   8  /* a full SQ whose submission keeps failing ends the worker */
-
-/*
- * A connection's private copy of unsent bytes, in echo order at buf + off.
- * retired: an old buf that a send in flight still reads, freed when it lands.
- */
-struct spill {
-	unsigned char *buf, *retired;
-	size_t cap, off, len;
-};
-
-struct pooled {
-	unsigned char *buf;
-	size_t cap;
-};
 
 struct uconn {
 	struct conn c;
@@ -161,7 +147,7 @@ struct uconn {
 	uint32_t rlen;		 /* size of the read armed; 0: multishot */
 	int32_t sbid;		 /* ring buffer the send in flight reads, else NOBUF */
 	uint32_t slen;		 /* its length */
-	struct spill own;	 /* the rest of the echo, after sbid's bytes */
+	struct spill spill;	 /* the rest of the echo, after sbid's bytes */
 	uint64_t send_ms;	 /* when the send from sbid started */
 	uint64_t send_batch;	 /* and in which batch */
 	uint64_t last_ms;	 /* last progress, for --idle-timeout */
@@ -195,9 +181,7 @@ struct worker {
 	uint32_t nfree;	      /* buffers the kernel may use */
 	uint32_t nring_sends; /* sends in flight from ring buffers */
 
-	struct pooled pool[POOL_MAX]; /* free private buffers, most of --buffer bytes */
-	int npool;
-	size_t pool_bytes;
+	struct spill_pool spills; /* free private buffers for stalled echoes */
 
 	struct uconn *conns;
 	uint32_t nconns_cap, free_head, live, nstarved, ndraining, scan_from;
@@ -476,113 +460,6 @@ static void cancel_recv(struct worker *w, uint32_t idx)
 	}
 }
 
-/*
- * A private buffer of at least n bytes, in multiples of --buffer so that
- * buffers grown past it for a receive's overshoot can be reused too.
- */
-static unsigned char *own_alloc(struct worker *w, size_t n, size_t *cap)
-{
-	size_t std = (size_t)w->srv->cfg->buffer_bytes;
-	unsigned char *buf;
-
-	for (int i = w->npool - 1; i >= 0; i--) {
-		if (w->pool[i].cap < n)
-			continue;
-		buf = w->pool[i].buf;
-		*cap = w->pool[i].cap;
-		w->pool_bytes -= *cap;
-		w->pool[i] = w->pool[--w->npool];
-		return buf;
-	}
-	*cap = n <= std ? std : (n + std - 1) / std * std;
-	return malloc(*cap);
-}
-
-/* Keeps a free buffer for reuse within the pool's bounds, else frees it. */
-static void own_release(struct worker *w, unsigned char *buf, size_t cap)
-{
-	size_t budget = POOL_MAX * (size_t)w->srv->cfg->buffer_bytes;
-
-	if (buf && w->npool < POOL_MAX && w->pool_bytes + cap <= budget) {
-		w->pool[w->npool++] = (struct pooled){buf, cap};
-		w->pool_bytes += cap;
-	} else {
-		free(buf);
-	}
-}
-
-/* The echo is drained: the connection lends its private buffer back. */
-static void own_free(struct worker *w, struct uconn *u)
-{
-	own_release(w, u->own.buf, u->own.cap);
-	free(u->own.retired);
-	u->own = (struct spill){0};
-}
-
-/*
- * Makes room for more bytes after the unsent ones.  Bytes a send in flight
- * reads must not move, so then they are copied to a new buffer and the old
- * one retires until the send lands.  Returns 0 or -ENOMEM.
- */
-static int own_room(struct worker *w, struct uconn *u, size_t more)
-{
-	struct spill *s = &u->own;
-	bool in_flight = u->send_busy && u->sbid == NOBUF && !s->retired;
-	size_t need = s->len + more, cap;
-	unsigned char *p;
-
-	if (s->buf && s->off + need <= s->cap)
-		return 0;
-	if (s->buf && need <= s->cap && !in_flight) {
-		memmove(s->buf, s->buf + s->off, s->len);
-		s->off = 0;
-		return 0;
-	}
-	p = own_alloc(w, need, &cap);
-	if (!p)
-		return -ENOMEM;
-	if (s->len)
-		memcpy(p, s->buf + s->off, s->len);
-	if (in_flight)
-		s->retired = s->buf; /* freed, not pooled: the cap is not kept */
-	else
-		own_release(w, s->buf, s->cap);
-	s->buf = p;
-	s->cap = cap;
-	s->off = 0;
-	return 0;
-}
-
-static int own_append(struct worker *w, struct uconn *u, const unsigned char *p, size_t n)
-{
-	struct spill *s = &u->own;
-	int rc = own_room(w, u, n);
-
-	if (rc == 0) {
-		memcpy(s->buf + s->off + s->len, p, n);
-		s->len += n;
-	}
-	return rc;
-}
-
-/* Puts n bytes in front of the unsent ones; no send is in flight. */
-static int own_prepend(struct worker *w, struct uconn *u, const unsigned char *p, size_t n)
-{
-	struct spill *s = &u->own;
-	int rc = own_room(w, u, n);
-
-	if (rc < 0)
-		return rc;
-	if (s->off < n) {
-		memmove(s->buf + n, s->buf + s->off, s->len);
-		s->off = n;
-	}
-	s->off -= n;
-	s->len += n;
-	memcpy(s->buf + s->off, p, n);
-	return 0;
-}
-
 static bool prep_send(struct worker *w, uint32_t idx, const unsigned char *p, size_t n)
 {
 	struct io_uring_sqe *sqe = get_sqe(w);
@@ -599,7 +476,8 @@ static bool prep_send(struct worker *w, uint32_t idx, const unsigned char *p, si
 static void send_next(struct worker *w, uint32_t idx)
 {
 	struct uconn *u = conn_at(w, idx);
-	struct spill *s = &u->own;
+	const unsigned char *p;
+	size_t n;
 
 	if (u->send_busy)
 		return;
@@ -609,13 +487,8 @@ static void send_next(struct worker *w, uint32_t idx)
 		u->send_ms = w->now;
 		u->send_batch = w->batch;
 		w->nring_sends++;
-	} else if (s->len) {
-		/* Move down now, so bytes arriving during the send rarely need a new buffer. */
-		if (s->off) {
-			memmove(s->buf, s->buf + s->off, s->len);
-			s->off = 0;
-		}
-		prep_send(w, idx, s->buf + s->off, s->len);
+	} else if ((n = spill_next(&u->spill, &p)) > 0) {
+		prep_send(w, idx, p, n);
 	}
 }
 
@@ -641,12 +514,14 @@ static void unpin(struct worker *w, uint32_t idx)
  */
 static void take(struct worker *w, struct uconn *u, int32_t bid, uint32_t len)
 {
-	if (!u->send_busy && u->sbid == NOBUF && !u->own.len) {
+	if (!u->send_busy && u->sbid == NOBUF && !u->spill.len) {
 		u->sbid = bid;
 		u->slen = len;
 		return;
 	}
-	if (own_append(w, u, buf_at(w, bid), len) < 0)
+	/* A send in flight that is not from the ring reads the spilled bytes. */
+	if (spill_append(&w->spills, &u->spill, buf_at(w, bid), len,
+			 u->send_busy && u->sbid == NOBUF) < 0)
 		u->broken = true;
 	recycle(w, bid);
 }
@@ -655,23 +530,11 @@ static void take(struct worker *w, struct uconn *u, int32_t bid, uint32_t len)
 static void ring_sent(struct worker *w, struct uconn *u, size_t n)
 {
 	if (n < u->slen && !u->broken && !u->closing &&
-	    own_prepend(w, u, buf_at(w, u->sbid) + n, u->slen - n) < 0)
+	    spill_prepend(&w->spills, &u->spill, buf_at(w, u->sbid) + n, u->slen - n) < 0)
 		u->broken = true;
 	recycle(w, u->sbid);
 	u->sbid = NOBUF;
 	w->nring_sends--;
-}
-
-static void own_sent(struct worker *w, struct uconn *u, size_t n)
-{
-	struct spill *s = &u->own;
-
-	free(s->retired);
-	s->retired = NULL;
-	s->off += n;
-	s->len -= n;
-	if (!s->len)
-		own_free(w, u);
 }
 
 /* Tells every worker that a --max-conns slot freed. */
@@ -702,7 +565,7 @@ static void maybe_free(struct worker *w, uint32_t idx)
 		recycle(w, u->sbid);
 		u->sbid = NOBUF;
 	}
-	own_free(w, u);
+	spill_free(&w->spills, &u->spill);
 	close(u->fd);
 	if (u->starved)
 		w->nstarved--;
@@ -872,7 +735,7 @@ static void on_send(struct worker *w, struct io_uring_cqe *cqe)
 	if (u->sbid != NOBUF)
 		ring_sent(w, u, n);
 	else
-		own_sent(w, u, n);
+		spill_sent(&w->spills, &u->spill, n);
 	advance(w, idx);
 }
 
@@ -1191,8 +1054,7 @@ static void worker_free(struct worker *w)
 			munmap(w->br, w->br_bytes);
 		free(w->bufs);
 	}
-	while (w->npool)
-		free(w->pool[--w->npool].buf);
+	spill_pool_drain(&w->spills);
 	free(w->conns);
 	free(w->acc_armed);
 }
@@ -1207,6 +1069,7 @@ static int worker_setup(struct worker *w)
 		return rc;
 	}
 	w->free_head = UINT32_MAX;
+	spill_pool_init(&w->spills, (size_t)w->srv->cfg->buffer_bytes);
 	w->acc_armed = calloc((size_t)w->srv->nlisteners, sizeof(*w->acc_armed));
 	w->acc_holds_slot = w->srv->cfg->max_conns > 0;
 	rc = w->acc_armed ? setup_bufs(w) : -ENOMEM;

@@ -149,7 +149,7 @@ static void note_activity(struct blocking_conn *bc)
 static bool read_some(struct blocking_conn *bc)
 {
 	unsigned char *p;
-	size_t space = conn_rspace(&bc->c, &p);
+	size_t space = conn_read_buf(&bc->c, &p);
 	ssize_t n;
 
 	if (space == 0)
@@ -157,7 +157,7 @@ static bool read_some(struct blocking_conn *bc)
 	n = recv(bc->fd, p, space, 0);
 	if (n < 0)
 		return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
-	conn_received(&bc->c, (size_t)n);
+	conn_read_done(&bc->c, (size_t)n);
 	metrics_add(bc->m, METRICS_BYTES_IN, (unsigned long)n);
 	note_activity(bc);
 	return true;
@@ -167,7 +167,7 @@ static bool read_some(struct blocking_conn *bc)
 static bool write_some(struct blocking_conn *bc)
 {
 	const unsigned char *p;
-	size_t len = conn_pending(&bc->c, &p);
+	size_t len = conn_send_buf(&bc->c, &p);
 	ssize_t n;
 
 	if (len == 0)
@@ -205,7 +205,7 @@ static bool serve_round(struct blocking_conn *bc)
 	int rc;
 
 	pfd[POLL_CONN].events = (short)((conn_wants_read(&bc->c) ? POLLIN : 0) |
-					(conn_pending(&bc->c, &p) ? POLLOUT : 0));
+					(conn_send_buf(&bc->c, &p) ? POLLOUT : 0));
 	rc = poll(pfd, 2, poll_timeout(bc));
 	if (rc < 0)
 		return errno == EINTR;

@@ -339,13 +339,13 @@ static ssize_t read_some(struct worker *w, struct econn *ec)
 		p = pool_get(&w->pool);
 		if (!p)
 			return -ENOMEM;
-		conn_attach(&ec->c, p);
+		conn_lend(&ec->c, p);
 	}
-	space = conn_rspace(&ec->c, &p);
+	space = conn_read_buf(&ec->c, &p);
 	n = recv(ec->src.fd, p, space, 0);
 	if (n < 0)
 		return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? -EAGAIN : -errno;
-	conn_received(&ec->c, (size_t)n);
+	conn_read_done(&ec->c, (size_t)n);
 	metrics_add(w->m, METRICS_BYTES_IN, (unsigned long)n);
 	return n;
 }
@@ -357,7 +357,7 @@ static ssize_t write_some(struct worker *w, struct econn *ec)
 	ssize_t n, sent = 0;
 	size_t len;
 
-	while ((len = conn_pending(&ec->c, &p)) > 0) {
+	while ((len = conn_send_buf(&ec->c, &p)) > 0) {
 		n = send(ec->src.fd, p, len, MSG_NOSIGNAL);
 		if (n < 0)
 			return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? sent
@@ -383,16 +383,14 @@ static bool advance(struct worker *w, struct econn *ec, bool moved)
 		list_push(&w->active, ec, active_deadline(w, now));
 	}
 	/* Lend the buffer back while nothing is in flight. */
-	pool_put(&w->pool, conn_detach(&ec->c));
+	pool_put(&w->pool, conn_reclaim(&ec->c));
 	return conn_done(&ec->c);
 }
 
 /* Registers interest in exactly what the connection waits for. */
 static void update_interest(struct worker *w, struct econn *ec)
 {
-	const unsigned char *p;
-	uint32_t want =
-		(conn_wants_read(&ec->c) ? EPOLLIN : 0) | (conn_pending(&ec->c, &p) ? EPOLLOUT : 0);
+	uint32_t want = (conn_wants_read(&ec->c) ? EPOLLIN : 0) | (conn_unsent(&ec->c) ? EPOLLOUT : 0);
 	struct epoll_event ev = {.events = want, .data.ptr = ec};
 
 	if (want == ec->events)

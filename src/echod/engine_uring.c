@@ -48,7 +48,7 @@
  *
  * Multishot receive cannot be told "enough" and would overshoot --buffer
  * by whatever the socket holds, so a connection starts with reads sized by
- * conn_room() and earns multishot by ping-pong traffic (arm_recv()).
+ * conn_borrowed_room() and earns multishot by ping-pong traffic (arm_recv()).
  *
  * Trade-off: a stalled connection costs its private buffer, --buffer bytes,
  * plus what a multishot receive had already taken when it overshot (once
@@ -411,7 +411,7 @@ static uint32_t alloc_slot(struct worker *w)
 }
 
 /*
- * Arms a receive into the ring: one read sized by conn_room(), or multishot.
+ * Arms a receive into the ring: one read sized by conn_borrowed_room(), or multishot.
  * A multishot receive cannot be told "enough": it overshoots the cap by
  * whatever the socket holds.  So a connection earns it by showing ping-pong
  * traffic (a sized read that drained the socket with no echo pending), uses
@@ -421,12 +421,12 @@ static void arm_recv(struct worker *w, uint32_t idx)
 {
 	struct uconn *u = conn_at(w, idx);
 	struct io_uring_sqe *sqe = get_sqe(w);
-	size_t room = conn_room(&u->c);
+	size_t room = conn_borrowed_room(&u->c);
 
 	if (!sqe)
 		return;
 	u->rlen = 0;
-	if (conn_pending_bytes(&u->c) || u->sized) {
+	if (conn_unsent(&u->c) || u->sized) {
 		u->rlen = (uint32_t)(room < w->buf_bytes ? room : w->buf_bytes);
 		io_uring_prep_recv(sqe, u->fd, NULL, u->rlen, 0);
 	} else {
@@ -621,7 +621,7 @@ static void arm_or_wait(struct worker *w, uint32_t idx)
 	struct uconn *u = conn_at(w, idx);
 	size_t full = u->c.cap < w->buf_bytes ? u->c.cap : w->buf_bytes;
 
-	if (u->send_busy && conn_room(&u->c) < full / 2)
+	if (u->send_busy && conn_borrowed_room(&u->c) < full / 2)
 		u->sized = true;
 	else
 		arm_recv(w, idx);
@@ -690,24 +690,24 @@ static void on_recv(struct worker *w, struct io_uring_cqe *cqe)
 	if (cqe->res > 0) {
 		size_t keep;
 
-		if (current && u->rlen && !conn_pending_bytes(&u->c) &&
+		if (current && u->rlen && !conn_unsent(&u->c) &&
 		    (uint32_t)cqe->res < u->rlen)
 			u->sized = u->overshot;
-		keep = conn_received_borrowed(&u->c, (size_t)cqe->res);
+		keep = conn_borrowed_arrived(&u->c, (size_t)cqe->res);
 
 		if (keep && !u->closing)
 			take(w, u, bid, (uint32_t)keep);
 		else
 			recycle(w, bid);
 		metrics_add(w->m, METRICS_BYTES_IN, (unsigned long)cqe->res);
-		if (conn_pending_bytes(&u->c) > u->c.cap)
+		if (conn_unsent(&u->c) > u->c.cap)
 			u->sized = u->overshot = true;
 		u->last_ms = w->now;
 	} else if (bid != NOBUF) {
 		recycle(w, bid); /* a buffer with nothing in it */
 	}
 	if (cqe->res == 0) {
-		conn_received_borrowed(&u->c, 0);
+		conn_borrowed_arrived(&u->c, 0);
 	} else if (cqe->res == -ENOBUFS) {
 		starve(w, u);
 	} else if (cqe->res < 0 && cqe->res != -ECANCELED) {

@@ -295,6 +295,8 @@ static void handle_accept(struct worker *w, int lfd)
 		case NET_ACCEPT_EMPTY:
 			return;
 		case NET_ACCEPT_PAUSE:
+			if (rc == -EINVAL && server_stop_requested(w->srv))
+				return; /* the listener was shut for the stop (echod.c) */
 			/* No busy loop on EMFILE: try again in a moment. */
 			metrics_add(w->m, METRICS_ACCEPT_PAUSES, 1);
 			engine_log_accept_error(rc);

@@ -30,6 +30,12 @@ bool server_release_slot(struct server *srv)
 	return false;
 }
 
+bool server_stop_requested(const struct server *srv)
+{
+	(void)srv;
+	return false;
+}
+
 unsigned server_conn_flags(const struct server *srv)
 {
 	(void)srv;

@@ -1,76 +1,27 @@
 /*
  * engine_uring.c - io_uring: one ring per worker thread, completions only.
  *
- * Techniques: multishot accept on every listener; multishot receive into a
- * provided buffer ring (the kernel picks the buffer); the echo is sent
- * straight from the received buffer, which goes back to the ring when the
- * send completes; one
- * io_uring_submit_and_wait_timeout() per loop, so a whole batch of sends,
- * re-arms and buffer returns costs one system call.  The ring is set up
- * with SINGLE_ISSUER|DEFER_TASKRUN (6.1), else COOP_TASKRUN (5.19), else
- * plainly, falling back on -EINVAL.
+ * A connection's life, as completions drive it:
  *
- * Needs: Linux 6.0 (multishot receive, provided buffer rings; probe()
- * checks) and liburing 2.2 or later.  liburing 2.3 (Debian 12) has no io_uring_setup_buf_ring(),
- * so setup_bufs() maps and registers the buffer ring by hand.  Built
- * without liburing, the file compiles to a probe() that says so.
+ *   accept -> recv (the kernel picks a buffer of the worker's ring) -> send
+ *   straight from that buffer -> the buffer goes back to the ring -> recv
+ *   -> ... -> EOF -> shutdown -> close
  *
- * The protocol (once mode, backpressure, half-close, lingering drain) is
- * conn.c's, through its borrowed-buffer variant.  When the buffer ring runs
- * dry the kernel ends a connection's receive with -ENOBUFS; the connection
- * then waits, reading nothing, until buffers come back (starve_rearm()), so
- * reads slow down and nothing is lost.
+ * The ring's buffers are shared by the worker's connections, so an echo
+ * that cannot leave at once must not keep one: bytes that arrive while a
+ * send is in flight, or that a short send left, are copied to the
+ * connection's spill (spill.c) and their buffer returns; a send stuck on a
+ * ring buffer is cancelled (unpin()) and its bytes spill too.  conn.c
+ * counts the bytes (its borrowed mode) and says when to stop reading; an
+ * empty ring ends a receive with -ENOBUFS and the connection waits for
+ * buffers (starve_rearm()).  Reads are sized to conn's room until ping-pong
+ * earns a multishot receive (arm_recv()).  Each batch of sends, re-arms and
+ * buffer returns costs one io_uring_submit_and_wait_timeout().
  *
- * --max-conns: multishot accept cannot be told "one more": it accepts all
- * the backlog holds.  So with a limit, a worker arms one single-shot accept
- * per listener, each holding a slot taken before it is armed, exactly as the
- * other engines take a slot before accept(2); without a free slot it arms
- * none and the rest wait in the backlog.  A freed slot wakes every worker
- * through its eventfd.  Without a limit, accepts are multishot.
- *
- * Stalled echoes: the buffer ring is shared by a worker's connections, so a
- * connection whose echo cannot be sent at once must not keep ring buffers.
- * Bytes that cannot go straight out of the ring (a send is in flight, or a
- * short send left some) are copied into a private per-connection buffer of
- * --buffer bytes, taken from a small pool on demand and given back when
- * drained; the ring buffer returns at once.  A send stuck on a ring buffer
- * is cancelled when the connection reaches backpressure, or at the next
- * scan (within 2 * SCAN_MS), and its bytes join the private copy; a send
- * queued in the current batch has not been tried yet and is left to the
- * scan (a bulk sender reaches backpressure at every full buffer, and its
- * send nearly always completes at once: a cancel would be wasted).
- *
- * Buffers: --buffer bytes each (16 KiB by default, at most 64 KiB), as
- * many as fit in 4 MiB per worker (256 by default): a bulk sender's read
- * and its echo then move as much per call as epoll's recv and send.  The
- * ring is used in turn, so all of it is touched sooner or later; 4 MiB is
- * what 1024 x 4 KiB cost before.
- *
- * Multishot receive cannot be told "enough" and would overshoot --buffer
- * by whatever the socket holds, so a connection starts with reads sized by
- * conn_borrowed_room() and earns multishot by ping-pong traffic (arm_recv()).
- *
- * Trade-off: a stalled connection costs its private buffer, --buffer bytes,
- * plus what a multishot receive had already taken when it overshot (once
- * per connection, at most the ring; sized reads follow).  The common case
- * (every send completes) copies nothing; bulk senders pay one receive SQE
- * per buffer instead of multishot.  Multishot is also not re-armed while an
- * echo is pending: tried, it halved the SQEs in ping-pong but doubled the
- * io_uring_enter calls, saved no CPU, and made an overshoot likely for a
- * flooding client whose first read was short.
- *
- * Bulk senders: a read that stops short of the buffer (at a segment edge)
- * leaves a sliver of room while its echo is in flight; reading the sliver
- * then split every later buffer in two (16331 + 53 bytes on loopback), so
- * receives averaged 8 KiB, a third under 1 KiB.  A read now waits for the
- * send unless it could take half a buffer (arm_or_wait()): receives average
- * 15 KiB and the server CPU per 64 KiB message fell by about 30%.  Linking
- * the receive behind the send (IOSQE_IO_LINK, the send with MSG_WAITALL)
- * halved the io_uring_enter calls on top of that but saved no measurable
- * CPU, so it is not done.
- *
- * Test-only: ECHOD_URING_BUFS=N (a power of two) sets the number of
- * provided buffers per worker, so tests can make the ring run dry.
+ * Needs Linux 6.0 and liburing 2.2 (probe() checks); built without
+ * liburing, the file compiles to a probe() that says so.  The choices and
+ * their measurements are in docs/engines.md.  Test-only:
+ * ECHOD_URING_BUFS=N (a power of two) sets the provided buffers per worker.
  */
 #include "engine.h"
 
@@ -82,6 +33,7 @@
 #include "spill.h"
 #include "workers.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <liburing.h>
 #include <netinet/in.h>
@@ -132,24 +84,42 @@ enum op {
 #define NOBUF	       (-1)
 #define SUBMIT_TRIES   8  /* a full SQ whose submission keeps failing ends the worker */
 
+/* Where a connection table slot is in its life. */
+enum uconn_life {
+	UC_FREE,    /* on the free list */
+	UC_OPEN,    /* serving */
+	UC_BROKEN,  /* reset, or a send failed: closed at the next advance() */
+	UC_CLOSING, /* cancels are in flight; freed when the last operation lands */
+};
+
+/*
+ * One connection.  The bytes conn counts as unsent are exactly the ones the
+ * engine holds for it, in echo order: first tx.len bytes of ring buffer
+ * tx.bid (when not NOBUF; a send reads them, or is about to), then the
+ * spill.  assert_bytes_held() checks it while the connection is open.
+ */
 struct uconn {
 	struct conn c;
 	int fd;
-	bool in_use;
-	bool recv_armed, recv_cancel;
-	bool send_busy;
-	bool send_cancel; /* a send stuck on a ring buffer is being cancelled */
-	bool starved;	  /* receive ended with -ENOBUFS: waits for buffers */
-	bool closing;
-	bool broken; /* reset, or a send failed */
-	uint32_t rgen;
-	bool sized, overshot;	 /* see arm_recv() */
-	uint32_t rlen;		 /* size of the read armed; 0: multishot */
-	int32_t sbid;		 /* ring buffer the send in flight reads, else NOBUF */
-	uint32_t slen;		 /* its length */
-	struct spill spill;	 /* the rest of the echo, after sbid's bytes */
-	uint64_t send_ms;	 /* when the send from sbid started */
-	uint64_t send_batch;	 /* and in which batch */
+	enum uconn_life life;
+	struct {
+		bool armed;	 /* a receive is in flight */
+		bool cancelling; /* and a cancel for it too */
+		bool starved;	 /* it ended with -ENOBUFS: waits for ring buffers */
+		bool sized;	 /* arm sized reads, not multishot (arm_recv()) */
+		bool overshot;	 /* a multishot read went past cap: sized for good */
+		uint32_t gen;	 /* tells a stale completion from the current one */
+		uint32_t len;	 /* size of the read armed; 0: multishot */
+	} rx;
+	struct {
+		bool busy;	  /* a send is in flight */
+		bool cancelling;  /* it is stuck on a ring buffer and being cancelled */
+		int32_t bid;	  /* ring buffer whose bytes go first, else NOBUF */
+		uint32_t len;	  /* how many */
+		uint64_t sent_ms; /* when the send from bid started */
+		uint64_t batch;	  /* and in which batch */
+	} tx;
+	struct spill spill;	 /* the rest of the echo, after tx.bid's bytes */
 	uint64_t last_ms;	 /* last progress, for --idle-timeout */
 	uint64_t drain_deadline; /* 0: not draining */
 	uint32_t next_free;
@@ -387,6 +357,21 @@ static struct uconn *conn_at(struct worker *w, uint32_t idx)
 	return &w->conns[idx];
 }
 
+/* A reset, or a send that failed: the connection closes at its next advance(). */
+static void mark_broken(struct uconn *u)
+{
+	if (u->life == UC_OPEN)
+		u->life = UC_BROKEN;
+}
+
+/* The relation stated at struct uconn: conn's unsent count is what is held. */
+static void assert_bytes_held(const struct uconn *u)
+{
+	assert(u->life != UC_OPEN ||
+	       conn_unsent(&u->c) == (u->tx.bid != NOBUF ? u->tx.len : 0) + u->spill.len);
+	(void)u;
+}
+
 /* A free slot in the connection table, growing it; UINT32_MAX if out of memory. */
 static uint32_t alloc_slot(struct worker *w)
 {
@@ -425,19 +410,19 @@ static void arm_recv(struct worker *w, uint32_t idx)
 
 	if (!sqe)
 		return;
-	u->rlen = 0;
-	if (conn_unsent(&u->c) || u->sized) {
-		u->rlen = (uint32_t)(room < w->buf_bytes ? room : w->buf_bytes);
-		io_uring_prep_recv(sqe, u->fd, NULL, u->rlen, 0);
+	u->rx.len = 0;
+	if (conn_unsent(&u->c) || u->rx.sized) {
+		u->rx.len = (uint32_t)(room < w->buf_bytes ? room : w->buf_bytes);
+		io_uring_prep_recv(sqe, u->fd, NULL, u->rx.len, 0);
 	} else {
 		io_uring_prep_recv_multishot(sqe, u->fd, NULL, 0, 0);
 	}
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = BUF_GROUP;
-	u->rgen++;
-	io_uring_sqe_set_data64(sqe, UD(OP_RECV, u->rgen, idx));
-	u->recv_armed = true;
-	u->recv_cancel = false;
+	u->rx.gen++;
+	io_uring_sqe_set_data64(sqe, UD(OP_RECV, u->rx.gen, idx));
+	u->rx.armed = true;
+	u->rx.cancelling = false;
 }
 
 static void cancel(struct worker *w, uint64_t ud)
@@ -454,9 +439,9 @@ static void cancel_recv(struct worker *w, uint32_t idx)
 {
 	struct uconn *u = conn_at(w, idx);
 
-	if (u->recv_armed && !u->recv_cancel) {
-		cancel(w, UD(OP_RECV, u->rgen, idx));
-		u->recv_cancel = true;
+	if (u->rx.armed && !u->rx.cancelling) {
+		cancel(w, UD(OP_RECV, u->rx.gen, idx));
+		u->rx.cancelling = true;
 	}
 }
 
@@ -468,24 +453,24 @@ static bool prep_send(struct worker *w, uint32_t idx, const unsigned char *p, si
 		return false;
 	io_uring_prep_send(sqe, conn_at(w, idx)->fd, p, n, MSG_NOSIGNAL);
 	io_uring_sqe_set_data64(sqe, UD(OP_SEND, 0, idx));
-	conn_at(w, idx)->send_busy = true;
+	conn_at(w, idx)->tx.busy = true;
 	return true;
 }
 
-/* Sends what is next: the ring buffer just received, else the private copy. */
+/* Sends what is next: the ring buffer just received, else the spill. */
 static void send_next(struct worker *w, uint32_t idx)
 {
 	struct uconn *u = conn_at(w, idx);
 	const unsigned char *p;
 	size_t n;
 
-	if (u->send_busy)
+	if (u->tx.busy)
 		return;
-	if (u->sbid != NOBUF) {
-		if (!prep_send(w, idx, buf_at(w, u->sbid), u->slen))
+	if (u->tx.bid != NOBUF) {
+		if (!prep_send(w, idx, buf_at(w, u->tx.bid), u->tx.len))
 			return;
-		u->send_ms = w->now;
-		u->send_batch = w->batch;
+		u->tx.sent_ms = w->now;
+		u->tx.batch = w->batch;
 		w->nring_sends++;
 	} else if ((n = spill_next(&u->spill, &p)) > 0) {
 		prep_send(w, idx, p, n);
@@ -494,15 +479,15 @@ static void send_next(struct worker *w, uint32_t idx)
 
 /*
  * A send from a ring buffer that cannot finish soon: cancel it, so that the
- * buffer goes back to the ring; on_send() keeps its bytes in the private copy.
+ * buffer goes back to the ring; on_send() spills its bytes.
  */
 static void unpin(struct worker *w, uint32_t idx)
 {
 	struct uconn *u = conn_at(w, idx);
 
-	if (u->send_busy && u->sbid != NOBUF && !u->send_cancel && !u->closing) {
+	if (u->tx.busy && u->tx.bid != NOBUF && !u->tx.cancelling && u->life != UC_CLOSING) {
 		cancel(w, UD(OP_SEND, 0, idx));
-		u->send_cancel = true;
+		u->tx.cancelling = true;
 	}
 }
 
@@ -514,26 +499,26 @@ static void unpin(struct worker *w, uint32_t idx)
  */
 static void take(struct worker *w, struct uconn *u, int32_t bid, uint32_t len)
 {
-	if (!u->send_busy && u->sbid == NOBUF && !u->spill.len) {
-		u->sbid = bid;
-		u->slen = len;
+	if (!u->tx.busy && u->tx.bid == NOBUF && !u->spill.len) {
+		u->tx.bid = bid;
+		u->tx.len = len;
 		return;
 	}
 	/* A send in flight that is not from the ring reads the spilled bytes. */
 	if (spill_append(&w->spills, &u->spill, buf_at(w, bid), len,
-			 u->send_busy && u->sbid == NOBUF) < 0)
-		u->broken = true;
+			 u->tx.busy && u->tx.bid == NOBUF) < 0)
+		mark_broken(u);
 	recycle(w, bid);
 }
 
 /* A send from the ring landed with n bytes gone: keep the rest, return the buffer. */
 static void ring_sent(struct worker *w, struct uconn *u, size_t n)
 {
-	if (n < u->slen && !u->broken && !u->closing &&
-	    spill_prepend(&w->spills, &u->spill, buf_at(w, u->sbid) + n, u->slen - n) < 0)
-		u->broken = true;
-	recycle(w, u->sbid);
-	u->sbid = NOBUF;
+	if (n < u->tx.len && u->life == UC_OPEN &&
+	    spill_prepend(&w->spills, &u->spill, buf_at(w, u->tx.bid) + n, u->tx.len - n) < 0)
+		mark_broken(u);
+	recycle(w, u->tx.bid);
+	u->tx.bid = NOBUF;
 	w->nring_sends--;
 }
 
@@ -559,19 +544,19 @@ static void maybe_free(struct worker *w, uint32_t idx)
 {
 	struct uconn *u = conn_at(w, idx);
 
-	if (u->recv_armed || u->send_busy)
+	if (u->rx.armed || u->tx.busy)
 		return;
-	if (u->sbid != NOBUF) {
-		recycle(w, u->sbid);
-		u->sbid = NOBUF;
+	if (u->tx.bid != NOBUF) {
+		recycle(w, u->tx.bid);
+		u->tx.bid = NOBUF;
 	}
 	spill_free(&w->spills, &u->spill);
 	close(u->fd);
-	if (u->starved)
+	if (u->rx.starved)
 		w->nstarved--;
 	if (u->drain_deadline)
 		w->ndraining--;
-	u->in_use = false;
+	u->life = UC_FREE;
 	u->next_free = w->free_head;
 	w->free_head = idx;
 	w->live--;
@@ -584,11 +569,11 @@ static void start_close(struct worker *w, uint32_t idx)
 {
 	struct uconn *u = conn_at(w, idx);
 
-	if (u->closing)
+	if (u->life == UC_CLOSING)
 		return;
-	u->closing = true;
+	u->life = UC_CLOSING;
 	cancel_recv(w, idx);
-	if (u->send_busy)
+	if (u->tx.busy)
 		cancel(w, UD(OP_SEND, 0, idx));
 	maybe_free(w, idx);
 }
@@ -621,8 +606,8 @@ static void arm_or_wait(struct worker *w, uint32_t idx)
 	struct uconn *u = conn_at(w, idx);
 	size_t full = u->c.cap < w->buf_bytes ? u->c.cap : w->buf_bytes;
 
-	if (u->send_busy && conn_borrowed_room(&u->c) < full / 2)
-		u->sized = true;
+	if (u->tx.busy && conn_borrowed_room(&u->c) < full / 2)
+		u->rx.sized = true;
 	else
 		arm_recv(w, idx);
 }
@@ -633,11 +618,12 @@ static void advance(struct worker *w, uint32_t idx)
 	struct uconn *u = conn_at(w, idx);
 	bool want;
 
-	if (u->closing) {
+	if (u->life == UC_CLOSING) {
 		maybe_free(w, idx);
 		return;
 	}
-	if (u->broken) {
+	assert_bytes_held(u);
+	if (u->life == UC_BROKEN) {
 		metrics_add(w->m, METRICS_CONN_ERRORS, 1);
 		start_close(w, idx);
 		return;
@@ -648,7 +634,7 @@ static void advance(struct worker *w, uint32_t idx)
 	 * once (a bulk sender reaches backpressure at every full buffer), and
 	 * one that does not is unpinned by scan() within 2 * SCAN_MS.
 	 */
-	if (conn_backpressured(&u->c) && u->send_batch != w->batch)
+	if (conn_backpressured(&u->c) && u->tx.batch != w->batch)
 		unpin(w, idx);
 	maybe_shutdown(w, u);
 	if (conn_done(&u->c)) {
@@ -658,7 +644,7 @@ static void advance(struct worker *w, uint32_t idx)
 	want = conn_wants_read(&u->c);
 	if (!want)
 		cancel_recv(w, idx);
-	else if (!u->recv_armed && !u->starved)
+	else if (!u->rx.armed && !u->rx.starved)
 		arm_or_wait(w, idx);
 }
 
@@ -668,8 +654,8 @@ static void starve(struct worker *w, struct uconn *u)
 		w->ran_dry = true;
 		log_debug("worker %d: buffer ring ran dry; reads wait for buffers", w->id);
 	}
-	if (!u->starved) {
-		u->starved = true;
+	if (!u->rx.starved) {
+		u->rx.starved = true;
 		w->nstarved++;
 	}
 }
@@ -678,11 +664,11 @@ static void on_recv(struct worker *w, struct io_uring_cqe *cqe)
 {
 	uint32_t idx = UD_IDX(cqe->user_data);
 	struct uconn *u = conn_at(w, idx);
-	bool current = UD_GEN(cqe->user_data) == (u->rgen & 0xffffff);
+	bool current = UD_GEN(cqe->user_data) == (u->rx.gen & 0xffffff);
 	int32_t bid = NOBUF;
 
 	if (current && !(cqe->flags & IORING_CQE_F_MORE))
-		u->recv_armed = false;
+		u->rx.armed = false;
 	if (cqe->flags & IORING_CQE_F_BUFFER) {
 		bid = (int32_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
 		w->nfree--;
@@ -690,18 +676,18 @@ static void on_recv(struct worker *w, struct io_uring_cqe *cqe)
 	if (cqe->res > 0) {
 		size_t keep;
 
-		if (current && u->rlen && !conn_unsent(&u->c) &&
-		    (uint32_t)cqe->res < u->rlen)
-			u->sized = u->overshot;
+		if (current && u->rx.len && !conn_unsent(&u->c) &&
+		    (uint32_t)cqe->res < u->rx.len)
+			u->rx.sized = u->rx.overshot;
 		keep = conn_borrowed_arrived(&u->c, (size_t)cqe->res);
 
-		if (keep && !u->closing)
+		if (keep && u->life != UC_CLOSING)
 			take(w, u, bid, (uint32_t)keep);
 		else
 			recycle(w, bid);
 		metrics_add(w->m, METRICS_BYTES_IN, (unsigned long)cqe->res);
 		if (conn_unsent(&u->c) > u->c.cap)
-			u->sized = u->overshot = true;
+			u->rx.sized = u->rx.overshot = true;
 		u->last_ms = w->now;
 	} else if (bid != NOBUF) {
 		recycle(w, bid); /* a buffer with nothing in it */
@@ -711,7 +697,7 @@ static void on_recv(struct worker *w, struct io_uring_cqe *cqe)
 	} else if (cqe->res == -ENOBUFS) {
 		starve(w, u);
 	} else if (cqe->res < 0 && cqe->res != -ECANCELED) {
-		u->broken = true;
+		mark_broken(u);
 	}
 	advance(w, idx);
 }
@@ -720,19 +706,19 @@ static void on_send(struct worker *w, struct io_uring_cqe *cqe)
 {
 	uint32_t idx = UD_IDX(cqe->user_data);
 	struct uconn *u = conn_at(w, idx);
-	bool unpinned = u->send_cancel && (cqe->res == -ECANCELED || cqe->res == -EINTR);
+	bool unpinned = u->tx.cancelling && (cqe->res == -ECANCELED || cqe->res == -EINTR);
 	size_t n = cqe->res > 0 ? (size_t)cqe->res : 0;
 
-	u->send_busy = false;
-	u->send_cancel = false;
-	if (cqe->res < 0 && !unpinned && !u->closing)
-		u->broken = true;
+	u->tx.busy = false;
+	u->tx.cancelling = false;
+	if (cqe->res < 0 && !unpinned)
+		mark_broken(u);
 	if (n) {
 		conn_sent(&u->c, n);
 		metrics_add(w->m, METRICS_BYTES_OUT, (unsigned long)n);
 		u->last_ms = w->now;
 	}
-	if (u->sbid != NOBUF)
+	if (u->tx.bid != NOBUF)
 		ring_sent(w, u, n);
 	else
 		spill_sent(&w->spills, &u->spill, n);
@@ -758,9 +744,9 @@ static void add_conn(struct worker *w, int fd)
 	memset(u, 0, sizeof(*u));
 	conn_init(&u->c, NULL, (size_t)w->srv->cfg->buffer_bytes, server_conn_flags(w->srv));
 	u->fd = fd;
-	u->in_use = true;
-	u->sbid = NOBUF;
-	u->sized = true;
+	u->life = UC_OPEN;
+	u->tx.bid = NOBUF;
+	u->rx.sized = true;
 	u->last_ms = w->now;
 	w->live++;
 	metrics_add(w->m, METRICS_ACCEPTED, 1);
@@ -915,9 +901,9 @@ static void starve_rearm(struct worker *w)
 		uint32_t idx = (w->scan_from + k) % n;
 		struct uconn *u = conn_at(w, idx);
 
-		if (!u->in_use || !u->starved)
+		if (u->life == UC_FREE || !u->rx.starved)
 			continue;
-		u->starved = false;
+		u->rx.starved = false;
 		w->nstarved--;
 		budget--;
 		w->scan_from = idx + 1;
@@ -938,14 +924,14 @@ static void scan(struct worker *w)
 	for (uint32_t idx = 0; idx < w->nconns_cap; idx++) {
 		struct uconn *u = conn_at(w, idx);
 
-		if (!u->in_use || u->closing)
+		if (u->life == UC_FREE || u->life == UC_CLOSING)
 			continue;
 		if (idle_ms && !u->drain_deadline && now - u->last_ms >= (uint64_t)idle_ms) {
 			metrics_add(w->m, METRICS_IDLE_TIMEOUTS, 1);
 			start_close(w, idx);
 		} else if ((u->drain_deadline && now >= u->drain_deadline) || grace_over) {
 			start_close(w, idx);
-		} else if (u->sbid != NOBUF && now - u->send_ms >= SCAN_MS) {
+		} else if (u->tx.bid != NOBUF && now - u->tx.sent_ms >= SCAN_MS) {
 			unpin(w, idx); /* the peer does not read: free the ring buffer */
 		}
 	}
@@ -1044,7 +1030,7 @@ static void worker_free(struct worker *w)
 	bool quiet = w->live == 0;
 
 	for (uint32_t i = 0; i < w->nconns_cap; i++)
-		if (w->conns[i].in_use)
+		if (w->conns[i].life != UC_FREE)
 			close(w->conns[i].fd);
 	if (w->br)
 		io_uring_unregister_buf_ring(&w->ring, BUF_GROUP);

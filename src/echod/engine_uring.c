@@ -55,7 +55,8 @@
  *   bits 32..63  index: connection table slot (RECV, SEND) or listener (ACCEPT)
  */
 enum op {
-	OP_ACCEPT,
+	OP_ACCEPT, /* multishot accept on a listener */
+	OP_LISTEN, /* poll on a listener, under --max-conns */
 	OP_RECV,
 	OP_SEND,
 	OP_STOP, /* poll on srv->stop_fd */
@@ -83,6 +84,7 @@ enum op {
 #define EXIT_SLACK_MS  1000	  /* after the grace: wait this long for cancels */
 #define NOBUF	       (-1)
 #define SUBMIT_TRIES   8  /* a full SQ whose submission keeps failing ends the worker */
+#define ACCEPT_BATCH   64 /* accepts per readable listener, so reads are not starved */
 
 /* Where a connection table slot is in its life. */
 enum uconn_life {
@@ -157,8 +159,8 @@ struct worker {
 	uint32_t nconns_cap, free_head, live, nstarved, ndraining, scan_from;
 
 	bool *acc_armed;
-	bool acc_holds_slot; /* --max-conns: each accept armed holds a slot */
-	bool full;	     /* an accept is not armed for want of a slot */
+	bool accept_by_poll; /* --max-conns: poll listeners, accept(2) per free slot */
+	bool full;	     /* listeners unwatched: every --max-conns slot is taken */
 	uint64_t pause_until;
 	bool stopping;
 	uint64_t now;	/* ms, read once per batch */
@@ -754,10 +756,15 @@ static void add_conn(struct worker *w, int fd)
 	advance(w, idx);
 }
 
+/* The operation that waits on listener i: multishot accept, or a poll under --max-conns. */
+static uint64_t accept_ud(const struct worker *w, int i)
+{
+	return UD(w->accept_by_poll ? OP_LISTEN : OP_ACCEPT, 0, i);
+}
+
 static void arm_accepts(struct worker *w)
 {
-	w->full = false;
-	if (w->stopping || w->now < w->pause_until)
+	if (w->stopping || w->full || w->now < w->pause_until)
 		return;
 	for (int i = 0; i < w->srv->nlisteners; i++) {
 		struct io_uring_sqe *sqe;
@@ -765,21 +772,14 @@ static void arm_accepts(struct worker *w)
 
 		if (w->acc_armed[i] || w->srv->listeners[i].type != SOCK_STREAM)
 			continue;
-		if (w->acc_holds_slot && !server_take_slot(w->srv)) {
-			w->full = true; /* until a wake-up or the next scan */
-			return;
-		}
 		sqe = get_sqe(w);
-		if (!sqe) {
-			if (w->acc_holds_slot)
-				release_slot(w);
+		if (!sqe)
 			return;
-		}
-		if (w->acc_holds_slot)
-			io_uring_prep_accept(sqe, lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (w->accept_by_poll)
+			io_uring_prep_poll_add(sqe, lfd, POLLIN);
 		else
 			io_uring_prep_multishot_accept(sqe, lfd, NULL, NULL, SOCK_CLOEXEC);
-		io_uring_sqe_set_data64(sqe, UD(OP_ACCEPT, 0, i));
+		io_uring_sqe_set_data64(sqe, accept_ud(w, i));
 		w->acc_armed[i] = true;
 	}
 }
@@ -788,7 +788,7 @@ static void cancel_accepts(struct worker *w)
 {
 	for (int i = 0; i < w->srv->nlisteners; i++)
 		if (w->acc_armed[i])
-			cancel(w, UD(OP_ACCEPT, 0, i));
+			cancel(w, accept_ud(w, i));
 }
 
 /* An accept failed: what net_accept_error_next() says, as every engine does. */
@@ -804,27 +804,60 @@ static void accept_failed(struct worker *w, uint32_t i, int err)
 	engine_log_accept_error(err);
 	w->pause_until = w->now + ENGINE_ACCEPT_PAUSE_MS;
 	if (w->acc_armed[i])
-		cancel(w, UD(OP_ACCEPT, 0, i));
+		cancel(w, accept_ud(w, i));
 }
 
+/* A multishot accept completed (no --max-conns: a slot is always free). */
 static void on_accept(struct worker *w, struct io_uring_cqe *cqe)
 {
 	uint32_t i = UD_IDX(cqe->user_data);
 	int fd = cqe->res;
-	/* A single-shot accept brought its slot; a multishot one takes one now. */
-	bool slot = w->acc_holds_slot || (fd >= 0 && server_take_slot(w->srv));
 
 	if (!(cqe->flags & IORING_CQE_F_MORE))
 		w->acc_armed[i] = false;
-	if (fd >= 0 && slot && !w->stopping) {
+	if (fd >= 0 && !w->stopping && server_take_slot(w->srv))
 		add_conn(w, fd);
+	else if (fd >= 0)
+		close(fd);
+	else
+		accept_failed(w, i, fd);
+	arm_accepts(w);
+}
+
+/*
+ * Listener i is readable (--max-conns): accept while slots are free, the way
+ * the other engines do, a slot taken before each accept(2).  Without one the
+ * worker stops watching its listeners until a slot frees.
+ */
+static void on_listen(struct worker *w, struct io_uring_cqe *cqe)
+{
+	uint32_t i = UD_IDX(cqe->user_data);
+	int lfd = w->srv->listeners[i].fd;
+
+	w->acc_armed[i] = false;
+	if (cqe->res < 0) {
+		accept_failed(w, i, cqe->res);
 	} else {
-		if (fd >= 0)
-			close(fd);
-		if (slot)
+		for (int n = 0; n < ACCEPT_BATCH && !w->stopping; n++) {
+			int fd, err;
+
+			if (!server_take_slot(w->srv)) {
+				w->full = true; /* until a wake-up, or the next scan */
+				break;
+			}
+			/* A blocking socket, as multishot accept gives: io_uring waits on it. */
+			fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+			if (fd >= 0) {
+				add_conn(w, fd);
+				continue;
+			}
+			err = -errno;
 			release_slot(w);
-		if (fd < 0)
-			accept_failed(w, i, fd);
+			if (net_accept_error_next(err) != NET_ACCEPT_NEXT) {
+				accept_failed(w, i, err);
+				break;
+			}
+		}
 	}
 	arm_accepts(w);
 }
@@ -858,8 +891,10 @@ static void on_wake(struct worker *w, int res)
 		return;
 	}
 	arm_wake(w);
-	if (w->full)
+	if (w->full) {
+		w->full = false;
 		arm_accepts(w);
+	}
 }
 
 static void on_stop(struct worker *w)
@@ -874,6 +909,9 @@ static void handle(struct worker *w, struct io_uring_cqe *cqe)
 	switch (UD_OP(cqe->user_data)) {
 	case OP_ACCEPT:
 		on_accept(w, cqe);
+		break;
+	case OP_LISTEN:
+		on_listen(w, cqe);
 		break;
 	case OP_RECV:
 		on_recv(w, cqe);
@@ -939,7 +977,8 @@ static void scan(struct worker *w)
 		starve_rearm(w);
 	if (w->pause_until && now >= w->pause_until)
 		w->pause_until = 0;
-	arm_accepts(w); /* after a pause, or in case a wake-up was missed */
+	w->full = false; /* in case a wake-up was missed: a poll finds out */
+	arm_accepts(w);	 /* and after a pause */
 }
 
 static bool needs_timer(const struct worker *w)
@@ -1057,7 +1096,7 @@ static int worker_setup(struct worker *w)
 	w->free_head = UINT32_MAX;
 	spill_pool_init(&w->spills, (size_t)w->srv->cfg->buffer_bytes);
 	w->acc_armed = calloc((size_t)w->srv->nlisteners, sizeof(*w->acc_armed));
-	w->acc_holds_slot = w->srv->cfg->max_conns > 0;
+	w->accept_by_poll = w->srv->cfg->max_conns > 0;
 	rc = w->acc_armed ? setup_bufs(w) : -ENOMEM;
 	if (rc < 0) {
 		log_error("worker %d: buffer ring: %s", w->id, strerror(-rc));

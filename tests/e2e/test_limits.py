@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import (CONCURRENT_MODELS, MODELS, assert_echo, assert_silent, cpu_seconds,
+from conftest import (CONCURRENT_MODELS, MODELS, assert_echo, assert_silent, connect_to, cpu_seconds,
                       echo_stream, fill_until_blocked, open_fds, proc_status, recv_exactly,
                       recv_until_eof, wait_until)
 
@@ -154,6 +154,17 @@ def test_max_conns_accepts_no_more_sockets_than_slots(echod, model):
     finally:
         for s in [held] + waiting:
             s.close()
+
+
+@pytest.mark.parametrize("model", CONCURRENT_MODELS)
+def test_max_conns_serves_a_client_on_any_listener(echod, model):
+    # A free slot is for whichever listener a client comes to first: with
+    # two listeners and one slot, a client of the second one is served.
+    srv = echod("--max-conns", "1", "-l", "127.0.0.1:0", "-l", "127.0.0.2:0",
+                *model_args(model))
+    for kind, addr in srv.listening:
+        with connect_to(addr) as s:
+            assert_echo(s, addr.encode() + b"\n")
 
 
 # ---------------------------------------------------------------------------

@@ -16,7 +16,9 @@
  * empty ring ends a receive with -ENOBUFS and the connection waits for
  * buffers (starve_rearm()).  Reads are sized to conn's room until ping-pong
  * earns a multishot receive (arm_recv()).  Each batch of sends, re-arms and
- * buffer returns costs one io_uring_submit_and_wait_timeout().
+ * buffer returns costs one io_uring_submit_and_wait_timeout().  Accepts are
+ * multishot, except under --max-conns, which multishot cannot honour: then
+ * a poll on each listener and one accept(2) per free slot (on_listen()).
  *
  * Needs Linux 6.0 and liburing 2.2 (probe() checks); built without
  * liburing, the file compiles to a probe() that says so.  The choices and

@@ -101,13 +101,13 @@ FORCE:
 # program links only its own modules and the common ones.
 COMMON = common/net common/opts
 ECHOD  = $(addprefix echod/,echod engine engine_iterative engine_threads \
-           engine_epoll engine_uring privs conn log metrics udp config proxy activation inetd) \
-           $(COMMON)
+           engine_epoll engine_uring workers spill privs conn log metrics udp config proxy \
+           activation inetd) $(COMMON)
 ECHOC  = $(addprefix echoc/,echoc echoc_config echoc_udp bench bench_pattern bench_worker \
            bench_tcp bench_udp bench_report hist) $(COMMON)
-UNIT   = conn net config hist bench udp log proxy activation
+UNIT   = conn net config hist bench udp log proxy activation epoll uring workers spill
 # Modules the unit tests link (the rest they #include whole, to reach statics).
-UNIT_OBJS = $(COMMON) echod/config echod/conn echod/log echod/metrics echod/proxy \
+UNIT_OBJS = $(COMMON) echod/config echod/conn echod/log echod/metrics echod/proxy echod/spill \
             echoc/echoc_config echoc/bench_pattern echoc/hist
 
 INCLUDES_common = -Isrc/common
@@ -133,7 +133,7 @@ UNIT_BINS = $(UNIT:%=$(B)/test_%)
 $(B)/test_%: tests/unit/test_%.c $(UNIT_OBJS:%=$(B)/obj/%.o) $(CONFIG_STAMP)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Isrc/common -Isrc/echod -Isrc/echoc -pthread -MMD -MP -o $@ $< \
-		$(UNIT_OBJS:%=$(B)/obj/%.o) $(ALL_LDFLAGS) -lcmocka -pthread -lm
+		$(UNIT_OBJS:%=$(B)/obj/%.o) $(ALL_LDFLAGS) -lcmocka -pthread $(URING_LIBS) -lm
 
 unit: $(UNIT_BINS)
 	@rc=0; for t in $(UNIT_BINS); do echo "== $$t"; $$t || rc=1; done; exit $$rc

@@ -451,6 +451,36 @@ bool net_accept_error_is_resource(int err)
 	return err == -EMFILE || err == -ENFILE || err == -ENOBUFS || err == -ENOMEM;
 }
 
+enum net_accept_next net_accept_error_next(int err)
+{
+	switch (-err) {
+	case EAGAIN:
+#if EWOULDBLOCK != EAGAIN
+	case EWOULDBLOCK:
+#endif
+		return NET_ACCEPT_EMPTY;
+	/*
+	 * The client reset or gave up while queued, a signal came, or (Linux,
+	 * accept(2)) a network error already pending on the new connection
+	 * is reported by accept: the listener is fine, take the next one.
+	 */
+	case EINTR:
+	case ECONNABORTED:
+	case EPROTO:
+	case EPERM: /* a firewall rule refused this connection */
+	case ENETDOWN:
+	case ENOPROTOOPT:
+	case EHOSTDOWN:
+	case ENONET:
+	case EHOSTUNREACH:
+	case EOPNOTSUPP:
+	case ENETUNREACH:
+		return NET_ACCEPT_NEXT;
+	default:
+		return NET_ACCEPT_PAUSE;
+	}
+}
+
 int net_wait(int fd, short events, int timeout_ms)
 {
 	struct pollfd pfd = {.fd = fd, .events = events};

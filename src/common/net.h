@@ -77,6 +77,15 @@ int net_accept(int lfd);
 /* True for accept errors that mean "out of descriptors or memory": back off. */
 bool net_accept_error_is_resource(int err);
 
+/* What to do after accept(2) failed; every engine's accept path follows it. */
+enum net_accept_next {
+	NET_ACCEPT_NEXT,  /* that client is gone (or a signal): accept the next one */
+	NET_ACCEPT_EMPTY, /* -EAGAIN: nobody waits; wait for the listener */
+	NET_ACCEPT_PAUSE, /* out of resources, or a fault that would recur at once:
+			     leave the backlog be for a while (and say so) */
+};
+enum net_accept_next net_accept_error_next(int err);
+
 /*
  * Waits until fd is ready for events (POLLIN, POLLOUT), at most timeout_ms
  * (negative: forever).  Returns the revents, 0 on timeout, -errno on error.

@@ -30,13 +30,13 @@ static bool wants_input(const struct conn *c)
 	return !((c->flags & CONN_ONCE) && c->got_chunk);
 }
 
-void conn_attach(struct conn *c, unsigned char *buf)
+void conn_lend(struct conn *c, unsigned char *buf)
 {
 	assert(!c->buf && buf);
 	c->buf = buf;
 }
 
-unsigned char *conn_detach(struct conn *c)
+unsigned char *conn_reclaim(struct conn *c)
 {
 	unsigned char *buf = c->buf;
 
@@ -57,7 +57,7 @@ bool conn_backpressured(const struct conn *c)
 	return wants_input(c) && !c->write_shut && c->tail - c->head >= c->cap;
 }
 
-size_t conn_rspace(struct conn *c, unsigned char **p)
+size_t conn_read_buf(struct conn *c, unsigned char **p)
 {
 	if (!wants_input(c))
 		return 0;
@@ -75,7 +75,7 @@ size_t conn_rspace(struct conn *c, unsigned char **p)
 	return c->cap - c->tail;
 }
 
-void conn_received(struct conn *c, size_t n)
+void conn_read_done(struct conn *c, size_t n)
 {
 	if (n == 0) {
 		c->peer_eof = true;
@@ -89,7 +89,7 @@ void conn_received(struct conn *c, size_t n)
 		c->got_chunk = true;
 }
 
-size_t conn_received_borrowed(struct conn *c, size_t n)
+size_t conn_borrowed_arrived(struct conn *c, size_t n)
 {
 	size_t keep = n;
 
@@ -112,7 +112,7 @@ size_t conn_received_borrowed(struct conn *c, size_t n)
 	return keep;
 }
 
-size_t conn_room(const struct conn *c)
+size_t conn_borrowed_room(const struct conn *c)
 {
 	size_t pending = c->tail - c->head;
 
@@ -123,12 +123,12 @@ size_t conn_room(const struct conn *c)
 	return pending < c->cap ? c->cap - pending : 0;
 }
 
-size_t conn_pending_bytes(const struct conn *c)
+size_t conn_unsent(const struct conn *c)
 {
 	return c->tail - c->head;
 }
 
-size_t conn_pending(const struct conn *c, const unsigned char **p)
+size_t conn_send_buf(const struct conn *c, const unsigned char **p)
 {
 	/* A lent buffer may be away (conn_detach): NULL + 0 is undefined in C. */
 	*p = c->buf ? c->buf + c->head : NULL;

@@ -1,9 +1,10 @@
 /*
  * engine.c - choosing an engine, and what the engines share.
  *
- * Shared here: the --max-conns slot count, and the poll(2) loop that serves
- * one connection on a thread of its own, which is all the iterative and
- * threads models differ by nothing but who calls it.
+ * Shared here: the --max-conns slot count, and the two poll(2) loops of the
+ * blocking models, one that accepts and one that serves a connection to its
+ * end.  The iterative and threads models differ only in who calls the
+ * second: the accepting thread itself, or a thread per connection.
  */
 #include "engine.h"
 
@@ -148,7 +149,7 @@ static void note_activity(struct blocking_conn *bc)
 static bool read_some(struct blocking_conn *bc)
 {
 	unsigned char *p;
-	size_t space = conn_rspace(&bc->c, &p);
+	size_t space = conn_read_buf(&bc->c, &p);
 	ssize_t n;
 
 	if (space == 0)
@@ -156,7 +157,7 @@ static bool read_some(struct blocking_conn *bc)
 	n = recv(bc->fd, p, space, 0);
 	if (n < 0)
 		return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
-	conn_received(&bc->c, (size_t)n);
+	conn_read_done(&bc->c, (size_t)n);
 	metrics_add(bc->m, METRICS_BYTES_IN, (unsigned long)n);
 	note_activity(bc);
 	return true;
@@ -166,7 +167,7 @@ static bool read_some(struct blocking_conn *bc)
 static bool write_some(struct blocking_conn *bc)
 {
 	const unsigned char *p;
-	size_t len = conn_pending(&bc->c, &p);
+	size_t len = conn_send_buf(&bc->c, &p);
 	ssize_t n;
 
 	if (len == 0)
@@ -204,7 +205,7 @@ static bool serve_round(struct blocking_conn *bc)
 	int rc;
 
 	pfd[POLL_CONN].events = (short)((conn_wants_read(&bc->c) ? POLLIN : 0) |
-					(conn_pending(&bc->c, &p) ? POLLOUT : 0));
+					(conn_send_buf(&bc->c, &p) ? POLLOUT : 0));
 	rc = poll(pfd, 2, poll_timeout(bc));
 	if (rc < 0)
 		return errno == EINTR && !past_deadline(bc);
@@ -297,7 +298,7 @@ static int accept_ready(struct accept_loop *al, struct pollfd *lpfd, int n)
 		rc = accept_one(al, lpfd[i].fd);
 		if (rc == -EBUSY) /* full: until a slot frees */
 			return al->wake_fd >= 0 ? 60000 : ENGINE_ACCEPT_PAUSE_MS;
-		if (net_accept_error_is_resource(rc)) {
+		if (rc < 0 && net_accept_error_next(rc) == NET_ACCEPT_PAUSE) {
 			metrics_add(al->m, METRICS_ACCEPT_PAUSES, 1);
 			engine_log_accept_error(rc);
 			return ENGINE_ACCEPT_PAUSE_MS;

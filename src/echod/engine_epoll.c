@@ -26,9 +26,9 @@
 #include "clock.h"
 #include "conn.h"
 #include "log.h"
+#include "workers.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,7 +83,6 @@ struct worker {
 	struct epoll_engine *eng;
 	struct server *srv;
 	struct metrics_worker *m;
-	pthread_t tid;
 	int epfd;
 	struct source stop, wake;
 	struct source *lsrc; /* one per listener */
@@ -96,7 +95,6 @@ struct worker {
 	struct conn_list active; /* oldest activity first */
 	struct conn_list drain;	 /* earliest drain deadline first */
 	struct buf_pool pool;
-	int rc;
 };
 
 struct epoll_engine {
@@ -165,24 +163,51 @@ static uint64_t active_deadline(const struct worker *w, uint64_t now)
 	return idle_ms ? now + (uint64_t)idle_ms : 0;
 }
 
-static void set_listening(struct worker *w, bool on)
+/*
+ * Adds every listener to the worker's epoll set, or removes them all.  All
+ * or nothing: when an add fails (out of memory, or of epoll watches) the
+ * ones added are removed again.  Returns 0 or -errno.
+ */
+static int set_listening(struct worker *w, bool on)
 {
 	struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE};
+	int i, rc = 0;
 
 	if (w->listening == on)
-		return;
-	for (int i = 0; i < w->srv->nlisteners; i++) {
+		return 0;
+	for (i = 0; on && i < w->srv->nlisteners; i++) {
 		ev.data.ptr = &w->lsrc[i];
-		epoll_ctl(w->epfd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, w->lsrc[i].fd, &ev);
+		if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->lsrc[i].fd, &ev) < 0) {
+			rc = -errno;
+			break;
+		}
 	}
-	w->listening = on;
+	if (on && rc == 0) {
+		w->listening = true;
+		return 0;
+	}
+	/* Off, or undoing a partial add; removing what is in the set cannot fail. */
+	if (!on)
+		i = w->srv->nlisteners;
+	while (i-- > 0)
+		epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->lsrc[i].fd, NULL);
+	w->listening = false;
+	return rc;
 }
 
-/* Listens again unless a reason not to remains. */
+/* Listens again unless a reason not to remains; if it cannot, retries soon. */
 static void maybe_resume(struct worker *w)
 {
-	if (!w->full && !w->resume_ms && !w->stopping)
-		set_listening(w, true);
+	int rc;
+
+	if (w->full || w->resume_ms || w->stopping)
+		return;
+	rc = set_listening(w, true);
+	if (rc < 0) {
+		metrics_add(w->m, METRICS_ACCEPT_PAUSES, 1);
+		engine_log_accept_error(rc);
+		w->resume_ms = clock_now_ms() + ENGINE_ACCEPT_PAUSE_MS;
+	}
 }
 
 /* Tells every worker that a --max-conns slot freed. */
@@ -213,7 +238,6 @@ static int add_conn(struct worker *w, int fd)
 {
 	struct econn *ec = calloc(1, sizeof(*ec));
 	struct epoll_event ev = {.events = EPOLLIN};
-	char peer[NET_NAMELEN];
 
 	if (!ec)
 		return -ENOMEM;
@@ -228,10 +252,7 @@ static int add_conn(struct worker *w, int fd)
 	list_push(&w->active, ec, active_deadline(w, clock_now_ms()));
 	w->nconns++;
 	metrics_add(w->m, METRICS_ACCEPTED, 1);
-	if (log_enabled(LOGL_DEBUG)) {
-		net_format_peer(fd, peer, sizeof(peer));
-		log_debug("connection from %s", peer);
-	}
+	log_connection(fd);
 	return 0;
 }
 
@@ -260,22 +281,29 @@ static void handle_accept(struct worker *w, int lfd)
 	for (int i = 0; i < ACCEPT_BATCH; i++) {
 		int rc = accept_one(w, lfd);
 
-		if (rc == 0 || rc == -EINTR || rc == -ECONNABORTED || rc == -EPROTO)
+		if (rc == 0)
 			continue;
 		if (rc == -EBUSY) {
 			/* Leave the backlog be until a slot frees (wake_all). */
 			w->full = true;
 			set_listening(w, false);
-		} else if (net_accept_error_is_resource(rc)) {
+			return;
+		}
+		switch (net_accept_error_next(rc)) {
+		case NET_ACCEPT_NEXT:
+			continue;
+		case NET_ACCEPT_EMPTY:
+			return;
+		case NET_ACCEPT_PAUSE:
+			if (rc == -EINVAL && server_stop_requested(w->srv))
+				return; /* the listener was shut for the stop (echod.c) */
 			/* No busy loop on EMFILE: try again in a moment. */
 			metrics_add(w->m, METRICS_ACCEPT_PAUSES, 1);
 			engine_log_accept_error(rc);
 			w->resume_ms = clock_now_ms() + ENGINE_ACCEPT_PAUSE_MS;
 			set_listening(w, false);
-		} else if (rc != -EAGAIN) {
-			log_debug("accept: %s", strerror(-rc));
+			return;
 		}
-		return;
 	}
 }
 
@@ -313,13 +341,13 @@ static ssize_t read_some(struct worker *w, struct econn *ec)
 		p = pool_get(&w->pool);
 		if (!p)
 			return -ENOMEM;
-		conn_attach(&ec->c, p);
+		conn_lend(&ec->c, p);
 	}
-	space = conn_rspace(&ec->c, &p);
+	space = conn_read_buf(&ec->c, &p);
 	n = recv(ec->src.fd, p, space, 0);
 	if (n < 0)
 		return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? -EAGAIN : -errno;
-	conn_received(&ec->c, (size_t)n);
+	conn_read_done(&ec->c, (size_t)n);
 	metrics_add(w->m, METRICS_BYTES_IN, (unsigned long)n);
 	return n;
 }
@@ -331,7 +359,7 @@ static ssize_t write_some(struct worker *w, struct econn *ec)
 	ssize_t n, sent = 0;
 	size_t len;
 
-	while ((len = conn_pending(&ec->c, &p)) > 0) {
+	while ((len = conn_send_buf(&ec->c, &p)) > 0) {
 		n = send(ec->src.fd, p, len, MSG_NOSIGNAL);
 		if (n < 0)
 			return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? sent
@@ -357,16 +385,14 @@ static bool advance(struct worker *w, struct econn *ec, bool moved)
 		list_push(&w->active, ec, active_deadline(w, now));
 	}
 	/* Lend the buffer back while nothing is in flight. */
-	pool_put(&w->pool, conn_detach(&ec->c));
+	pool_put(&w->pool, conn_reclaim(&ec->c));
 	return conn_done(&ec->c);
 }
 
 /* Registers interest in exactly what the connection waits for. */
 static void update_interest(struct worker *w, struct econn *ec)
 {
-	const unsigned char *p;
-	uint32_t want =
-		(conn_wants_read(&ec->c) ? EPOLLIN : 0) | (conn_pending(&ec->c, &p) ? EPOLLOUT : 0);
+	uint32_t want = (conn_wants_read(&ec->c) ? EPOLLIN : 0) | (conn_unsent(&ec->c) ? EPOLLOUT : 0);
 	struct epoll_event ev = {.events = want, .data.ptr = ec};
 
 	if (want == ec->events)
@@ -432,29 +458,19 @@ static void expire(struct worker *w)
 		close_all(w);
 }
 
-static uint64_t earliest(uint64_t a, uint64_t b)
-{
-	if (!a)
-		return b;
-	return !b || a < b ? a : b;
-}
-
 /* Milliseconds until the nearest deadline, for epoll_wait(2); -1 for none. */
 static int next_timeout(const struct worker *w)
 {
-	uint64_t d = 0, now;
+	uint64_t d = 0;
 
 	if (w->active.head)
 		d = w->active.head->deadline;
 	if (w->drain.head)
-		d = earliest(d, w->drain.head->deadline);
-	d = earliest(d, w->resume_ms);
+		d = deadline_earliest(d, w->drain.head->deadline);
+	d = deadline_earliest(d, w->resume_ms);
 	if (w->stopping)
-		d = earliest(d, w->grace_deadline);
-	if (!d)
-		return -1;
-	now = clock_now_ms();
-	return d <= now ? 0 : (int)(d - now > 60000 ? 60000 : d - now);
+		d = deadline_earliest(d, w->grace_deadline);
+	return deadline_timeout_ms(d, clock_now_ms());
 }
 
 static void dispatch(struct worker *w, const struct epoll_event *ev)
@@ -477,24 +493,23 @@ static void dispatch(struct worker *w, const struct epoll_event *ev)
 	}
 }
 
-static void *worker_main(void *arg)
+static int serve(void *ctx, int index)
 {
-	struct worker *w = arg;
+	struct worker *w = &((struct epoll_engine *)ctx)->w[index];
 	struct epoll_event ev[EVENTS_MAX];
 	int n;
 
 	while (!w->stopping || w->nconns > 0) {
 		n = epoll_wait(w->epfd, ev, EVENTS_MAX, next_timeout(w));
 		if (n < 0 && errno != EINTR) {
-			w->rc = -errno;
 			close_all(w);
-			break;
+			return -errno;
 		}
 		for (int i = 0; i < n; i++)
 			dispatch(w, &ev[i]);
 		expire(w);
 	}
-	return NULL;
+	return 0;
 }
 
 static int watch(struct worker *w, struct source *src)
@@ -504,10 +519,12 @@ static int watch(struct worker *w, struct source *src)
 	return epoll_ctl(w->epfd, EPOLL_CTL_ADD, src->fd, &ev) < 0 ? -errno : 0;
 }
 
-/* Sets up one worker's epoll instance; returns 0 or -errno. */
-static int worker_init(struct worker *w, struct epoll_engine *eng, int index)
+/* Sets up one worker's epoll instance, on its thread; returns 0 or -errno. */
+static int setup(void *ctx, int index)
 {
+	struct epoll_engine *eng = ctx;
 	struct server *srv = eng->srv;
+	struct worker *w = &eng->w[index];
 
 	w->eng = eng;
 	w->srv = srv;
@@ -525,8 +542,7 @@ static int worker_init(struct worker *w, struct epoll_engine *eng, int index)
 		w->lsrc[i] = (struct source){.kind = SRC_LISTENER, .fd = srv->listeners[i].fd};
 	if (watch(w, &w->stop) < 0 || watch(w, &w->wake) < 0)
 		return -errno;
-	set_listening(w, true);
-	return 0;
+	return set_listening(w, true);
 }
 
 static void worker_free(struct worker *w)
@@ -552,47 +568,22 @@ static int probe(char *why, size_t whylen)
 }
 
 /*
- * Runs worker 0 on the calling thread and the others on threads of their
- * own.  A worker whose thread cannot start leaves the listeners to the rest.
+ * The workers are freed only once all are joined: any of them may write to
+ * another's wake-up eventfd until then.
  */
-static int run_workers(struct epoll_engine *eng)
-{
-	int rc = 0;
-
-	for (int i = 1; i < eng->n; i++) {
-		int err = pthread_create(&eng->w[i].tid, NULL, worker_main, &eng->w[i]);
-
-		if (err) {
-			log_warn("cannot start worker %d: %s", i, strerror(err));
-			set_listening(&eng->w[i], false);
-			eng->w[i].rc = 1; /* never started: nothing to join */
-		}
-	}
-	worker_main(&eng->w[0]);
-	for (int i = 0; i < eng->n; i++) {
-		if (i > 0 && eng->w[i].rc != 1)
-			pthread_join(eng->w[i].tid, NULL);
-		if (eng->w[i].rc < 0 && rc == 0)
-			rc = eng->w[i].rc;
-	}
-	return rc;
-}
-
 static int run(struct server *srv)
 {
 	struct epoll_engine eng = {.srv = srv, .n = srv->workers};
-	int rc = 0, i;
+	struct worker_ops ops = {.ctx = &eng, .setup = setup, .serve = serve};
+	int rc;
 
 	eng.w = calloc((size_t)eng.n, sizeof(*eng.w));
 	if (!eng.w)
 		return -ENOMEM;
-	for (i = 0; i < eng.n; i++)
+	for (int i = 0; i < eng.n; i++)
 		eng.w[i].epfd = eng.w[i].wake.fd = -1;
-	for (i = 0; i < eng.n && rc == 0; i++)
-		rc = worker_init(&eng.w[i], &eng, i);
-	if (rc == 0)
-		rc = run_workers(&eng);
-	for (i = 0; i < eng.n; i++)
+	rc = workers_run(&ops, eng.n);
+	for (int i = 0; i < eng.n; i++)
 		worker_free(&eng.w[i]);
 	free(eng.w);
 	return rc;

@@ -1,75 +1,29 @@
 /*
  * engine_uring.c - io_uring: one ring per worker thread, completions only.
  *
- * Techniques: multishot accept on every listener; multishot receive into a
- * provided buffer ring (the kernel picks the buffer); the echo is sent
- * straight from the received buffer, which goes back to the ring when the
- * send completes; one
- * io_uring_submit_and_wait_timeout() per loop, so a whole batch of sends,
- * re-arms and buffer returns costs one system call.  The ring is set up
- * with SINGLE_ISSUER|DEFER_TASKRUN (6.1), else COOP_TASKRUN (5.19), else
- * plainly, falling back on -EINVAL.
+ * A connection's life, as completions drive it:
  *
- * Needs: Linux 6.0 (multishot receive, provided buffer rings; probe()
- * checks) and liburing 2.2 or later.  liburing 2.3 (Debian 12) has no io_uring_setup_buf_ring(),
- * so setup_bufs() maps and registers the buffer ring by hand.  Built
- * without liburing, the file compiles to a probe() that says so.
+ *   accept -> recv (the kernel picks a buffer of the worker's ring) -> send
+ *   straight from that buffer -> the buffer goes back to the ring -> recv
+ *   -> ... -> EOF -> shutdown -> close
  *
- * The protocol (once mode, backpressure, half-close, lingering drain) is
- * conn.c's, through its borrowed-buffer variant.  When the buffer ring runs
- * dry the kernel ends a connection's receive with -ENOBUFS; the connection
- * then waits, reading nothing, until buffers come back (starve_rearm()), so
- * reads slow down and nothing is lost.
+ * The ring's buffers are shared by the worker's connections, so an echo
+ * that cannot leave at once must not keep one: bytes that arrive while a
+ * send is in flight, or that a short send left, are copied to the
+ * connection's spill (spill.c) and their buffer returns; a send stuck on a
+ * ring buffer is cancelled (unpin()) and its bytes spill too.  conn.c
+ * counts the bytes (its borrowed mode) and says when to stop reading; an
+ * empty ring ends a receive with -ENOBUFS and the connection waits for
+ * buffers (starve_rearm()).  Reads are sized to conn's room until ping-pong
+ * earns a multishot receive (arm_recv()).  Each batch of sends, re-arms and
+ * buffer returns costs one io_uring_submit_and_wait_timeout().  Accepts are
+ * multishot, except under --max-conns, which multishot cannot honour: then
+ * a poll on each listener and one accept(2) per free slot (on_listen()).
  *
- * --max-conns: multishot accept cannot be told "one more"; when a completed
- * accept finds every slot taken, the socket is parked (not read) and the
- * accepts are cancelled, so the rest stay in the backlog.  A freed slot
- * serves the parked sockets first, then re-arms accept; other workers learn
- * of it through their eventfd.
- *
- * Stalled echoes: the buffer ring is shared by a worker's connections, so a
- * connection whose echo cannot be sent at once must not keep ring buffers.
- * Bytes that cannot go straight out of the ring (a send is in flight, or a
- * short send left some) are copied into a private per-connection buffer of
- * --buffer bytes, taken from a small pool on demand and given back when
- * drained; the ring buffer returns at once.  A send stuck on a ring buffer
- * is cancelled when the connection reaches backpressure, or at the next
- * scan (within 2 * SCAN_MS), and its bytes join the private copy; a send
- * queued in the current batch has not been tried yet and is left to the
- * scan (a bulk sender reaches backpressure at every full buffer, and its
- * send nearly always completes at once: a cancel would be wasted).
- *
- * Buffers: --buffer bytes each (16 KiB by default, at most 64 KiB), as
- * many as fit in 4 MiB per worker (256 by default): a bulk sender's read
- * and its echo then move as much per call as epoll's recv and send.  The
- * ring is used in turn, so all of it is touched sooner or later; 4 MiB is
- * what 1024 x 4 KiB cost before.
- *
- * Multishot receive cannot be told "enough" and would overshoot --buffer
- * by whatever the socket holds, so a connection starts with reads sized by
- * conn_room() and earns multishot by ping-pong traffic (arm_recv()).
- *
- * Trade-off: a stalled connection costs its private buffer, --buffer bytes,
- * plus what a multishot receive had already taken when it overshot (once
- * per connection, at most the ring; sized reads follow).  The common case
- * (every send completes) copies nothing; bulk senders pay one receive SQE
- * per buffer instead of multishot.  Multishot is also not re-armed while an
- * echo is pending: tried, it halved the SQEs in ping-pong but doubled the
- * io_uring_enter calls, saved no CPU, and made an overshoot likely for a
- * flooding client whose first read was short.
- *
- * Bulk senders: a read that stops short of the buffer (at a segment edge)
- * leaves a sliver of room while its echo is in flight; reading the sliver
- * then split every later buffer in two (16331 + 53 bytes on loopback), so
- * receives averaged 8 KiB, a third under 1 KiB.  A read now waits for the
- * send unless it could take half a buffer (arm_or_wait()): receives average
- * 15 KiB and the server CPU per 64 KiB message fell by about 30%.  Linking
- * the receive behind the send (IOSQE_IO_LINK, the send with MSG_WAITALL)
- * halved the io_uring_enter calls on top of that but saved no measurable
- * CPU, so it is not done.
- *
- * Test-only: ECHOD_URING_BUFS=N (a power of two) sets the number of
- * provided buffers per worker, so tests can make the ring run dry.
+ * Needs Linux 6.0 and liburing 2.2 (probe() checks); built without
+ * liburing, the file compiles to a probe() that says so.  The choices and
+ * their measurements are in docs/engines.md.  Test-only:
+ * ECHOD_URING_BUFS=N (a power of two) sets the provided buffers per worker.
  */
 #include "engine.h"
 
@@ -78,13 +32,15 @@
 #include "clock.h"
 #include "conn.h"
 #include "log.h"
+#include "spill.h"
+#include "workers.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <liburing.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,7 +57,8 @@
  *   bits 32..63  index: connection table slot (RECV, SEND) or listener (ACCEPT)
  */
 enum op {
-	OP_ACCEPT,
+	OP_ACCEPT, /* multishot accept on a listener */
+	OP_LISTEN, /* poll on a listener, under --max-conns */
 	OP_RECV,
 	OP_SEND,
 	OP_STOP, /* poll on srv->stop_fd */
@@ -128,53 +85,56 @@ enum op {
 #define SCAN_MS	       50	  /* timer granularity: idle, drain, grace, pauses, stuck sends */
 #define EXIT_SLACK_MS  1000	  /* after the grace: wait this long for cancels */
 #define NOBUF	       (-1)
-#define POOL_MAX       64 /* free private buffers a worker keeps, and --buffer times this in bytes */
+#define SUBMIT_TRIES   8  /* a full SQ whose submission keeps failing ends the worker */
+#define ACCEPT_BATCH   64 /* accepts per readable listener, so reads are not starved */
+
+/* Where a connection table slot is in its life. */
+enum uconn_life {
+	UC_FREE,    /* on the free list */
+	UC_OPEN,    /* serving */
+	UC_BROKEN,  /* reset, or a send failed: closed at the next advance() */
+	UC_CLOSING, /* cancels are in flight; freed when the last operation lands */
+};
 
 /*
- * A connection's private copy of unsent bytes, in echo order at buf + off.
- * retired: an old buf that a send in flight still reads, freed when it lands.
+ * One connection.  The bytes conn counts as unsent are exactly the ones the
+ * engine holds for it, in echo order: first tx.len bytes of ring buffer
+ * tx.bid (when not NOBUF; a send reads them, or is about to), then the
+ * spill.  assert_bytes_held() checks it while the connection is open.
  */
-struct spill {
-	unsigned char *buf, *retired;
-	size_t cap, off, len;
-};
-
-struct pooled {
-	unsigned char *buf;
-	size_t cap;
-};
-
 struct uconn {
 	struct conn c;
 	int fd;
-	bool in_use;
-	bool recv_armed, recv_cancel;
-	bool send_busy;
-	bool send_cancel; /* a send stuck on a ring buffer is being cancelled */
-	bool starved;	  /* receive ended with -ENOBUFS: waits for buffers */
-	bool closing;
-	bool broken; /* reset, or a send failed */
-	uint32_t rgen;
-	bool sized, overshot;	 /* see arm_recv() */
-	uint32_t rlen;		 /* size of the read armed; 0: multishot */
-	int32_t sbid;		 /* ring buffer the send in flight reads, else NOBUF */
-	uint32_t slen;		 /* its length */
-	struct spill own;	 /* the rest of the echo, after sbid's bytes */
-	uint64_t send_ms;	 /* when the send from sbid started */
-	uint64_t send_batch;	 /* and in which batch */
+	enum uconn_life life;
+	struct {
+		bool armed;	 /* a receive is in flight */
+		bool cancelling; /* and a cancel for it too */
+		bool starved;	 /* it ended with -ENOBUFS: waits for ring buffers */
+		bool sized;	 /* arm sized reads, not multishot (arm_recv()) */
+		bool overshot;	 /* a multishot read went past cap: sized for good */
+		uint32_t gen;	 /* tells a stale completion from the current one */
+		uint32_t len;	 /* size of the read armed; 0: multishot */
+	} rx;
+	struct {
+		bool busy;	  /* a send is in flight */
+		bool cancelling;  /* it is stuck on a ring buffer and being cancelled */
+		int32_t bid;	  /* ring buffer whose bytes go first, else NOBUF */
+		uint32_t len;	  /* how many */
+		uint64_t sent_ms; /* when the send from bid started */
+		uint64_t batch;	  /* and in which batch */
+	} tx;
+	struct spill spill;	 /* the rest of the echo, after tx.bid's bytes */
 	uint64_t last_ms;	 /* last progress, for --idle-timeout */
 	uint64_t drain_deadline; /* 0: not draining */
 	uint32_t next_free;
 };
 
+struct worker;
+
 struct uring_shared {
 	struct server *srv;
 	int *wake_fds; /* one eventfd per worker */
-	/* Start-up rendezvous: nobody serves unless every worker set up. */
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	int nready, nstarted;
-	bool failed, go;
+	struct worker *ws;
 };
 
 struct worker {
@@ -195,22 +155,20 @@ struct worker {
 	uint32_t nfree;	      /* buffers the kernel may use */
 	uint32_t nring_sends; /* sends in flight from ring buffers */
 
-	struct pooled pool[POOL_MAX]; /* free private buffers, most of --buffer bytes */
-	int npool;
-	size_t pool_bytes;
+	struct spill_pool spills; /* free private buffers for stalled echoes */
 
 	struct uconn *conns;
 	uint32_t nconns_cap, free_head, live, nstarved, ndraining, scan_from;
 
 	bool *acc_armed;
-	int *parked; /* accepted while every slot was taken */
-	int nparked, parked_cap;
-	bool full;
+	bool accept_by_poll; /* --max-conns: poll listeners, accept(2) per free slot */
+	bool full;	     /* listeners unwatched: every --max-conns slot is taken */
 	uint64_t pause_until;
 	bool stopping;
 	uint64_t now;	/* ms, read once per batch */
 	uint64_t batch; /* batches run, to tell a send queued in this one */
 	uint64_t grace_deadline, next_scan;
+	int ring_err; /* the ring takes no more submissions: the worker stops */
 };
 
 static int probe_flags(struct io_uring *ring, unsigned entries, unsigned cq_entries)
@@ -315,14 +273,27 @@ static int probe(char *why, size_t whylen)
 	return rc < 0 ? rc : 0;
 }
 
-/* An SQE, submitting what is queued first if the ring is full. */
+/*
+ * An SQE, submitting what is queued first if the ring is full.  NULL when
+ * the ring takes no more (the error is kept in w->ring_err and ends the
+ * worker): retrying a submission that fails for good would spin forever.
+ * -EBUSY (the CQ overflowed) and -EAGAIN may pass once completions are
+ * consumed, which run_batch() does one at a time, so they get a few tries.
+ */
 static struct io_uring_sqe *get_sqe(struct worker *w)
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
 
-	while (!sqe) {
-		io_uring_submit(&w->ring);
+	for (int tries = 0; !sqe && !w->ring_err; tries++) {
+		int rc = io_uring_submit(&w->ring);
+
 		sqe = io_uring_get_sqe(&w->ring);
+		if (sqe)
+			break;
+		if (rc >= 0 || rc == -EINTR || ((rc == -EBUSY || rc == -EAGAIN) && tries < SUBMIT_TRIES))
+			continue;
+		w->ring_err = rc < 0 ? rc : -EBUSY;
+		log_error("worker %d: io_uring_submit: %s", w->id, strerror(-w->ring_err));
 	}
 	return sqe;
 }
@@ -390,6 +361,21 @@ static struct uconn *conn_at(struct worker *w, uint32_t idx)
 	return &w->conns[idx];
 }
 
+/* A reset, or a send that failed: the connection closes at its next advance(). */
+static void mark_broken(struct uconn *u)
+{
+	if (u->life == UC_OPEN)
+		u->life = UC_BROKEN;
+}
+
+/* The relation stated at struct uconn: conn's unsent count is what is held. */
+static void assert_bytes_held(const struct uconn *u)
+{
+	assert(u->life != UC_OPEN ||
+	       conn_unsent(&u->c) == (u->tx.bid != NOBUF ? u->tx.len : 0) + u->spill.len);
+	(void)u;
+}
+
 /* A free slot in the connection table, growing it; UINT32_MAX if out of memory. */
 static uint32_t alloc_slot(struct worker *w)
 {
@@ -414,7 +400,7 @@ static uint32_t alloc_slot(struct worker *w)
 }
 
 /*
- * Arms a receive into the ring: one read sized by conn_room(), or multishot.
+ * Arms a receive into the ring: one read sized by conn_borrowed_room(), or multishot.
  * A multishot receive cannot be told "enough": it overshoots the cap by
  * whatever the socket holds.  So a connection earns it by showing ping-pong
  * traffic (a sized read that drained the socket with no echo pending), uses
@@ -424,27 +410,31 @@ static void arm_recv(struct worker *w, uint32_t idx)
 {
 	struct uconn *u = conn_at(w, idx);
 	struct io_uring_sqe *sqe = get_sqe(w);
-	size_t room = conn_room(&u->c);
+	size_t room = conn_borrowed_room(&u->c);
 
-	u->rlen = 0;
-	if (conn_pending_bytes(&u->c) || u->sized) {
-		u->rlen = (uint32_t)(room < w->buf_bytes ? room : w->buf_bytes);
-		io_uring_prep_recv(sqe, u->fd, NULL, u->rlen, 0);
+	if (!sqe)
+		return;
+	u->rx.len = 0;
+	if (conn_unsent(&u->c) || u->rx.sized) {
+		u->rx.len = (uint32_t)(room < w->buf_bytes ? room : w->buf_bytes);
+		io_uring_prep_recv(sqe, u->fd, NULL, u->rx.len, 0);
 	} else {
 		io_uring_prep_recv_multishot(sqe, u->fd, NULL, 0, 0);
 	}
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = BUF_GROUP;
-	u->rgen++;
-	io_uring_sqe_set_data64(sqe, UD(OP_RECV, u->rgen, idx));
-	u->recv_armed = true;
-	u->recv_cancel = false;
+	u->rx.gen++;
+	io_uring_sqe_set_data64(sqe, UD(OP_RECV, u->rx.gen, idx));
+	u->rx.armed = true;
+	u->rx.cancelling = false;
 }
 
 static void cancel(struct worker *w, uint64_t ud)
 {
 	struct io_uring_sqe *sqe = get_sqe(w);
 
+	if (!sqe)
+		return;
 	io_uring_prep_cancel64(sqe, ud, 0);
 	io_uring_sqe_set_data64(sqe, UD(OP_CANCEL, 0, 0));
 }
@@ -453,162 +443,55 @@ static void cancel_recv(struct worker *w, uint32_t idx)
 {
 	struct uconn *u = conn_at(w, idx);
 
-	if (u->recv_armed && !u->recv_cancel) {
-		cancel(w, UD(OP_RECV, u->rgen, idx));
-		u->recv_cancel = true;
+	if (u->rx.armed && !u->rx.cancelling) {
+		cancel(w, UD(OP_RECV, u->rx.gen, idx));
+		u->rx.cancelling = true;
 	}
 }
 
-/*
- * A private buffer of at least n bytes, in multiples of --buffer so that
- * buffers grown past it for a receive's overshoot can be reused too.
- */
-static unsigned char *own_alloc(struct worker *w, size_t n, size_t *cap)
-{
-	size_t std = (size_t)w->srv->cfg->buffer_bytes;
-	unsigned char *buf;
-
-	for (int i = w->npool - 1; i >= 0; i--) {
-		if (w->pool[i].cap < n)
-			continue;
-		buf = w->pool[i].buf;
-		*cap = w->pool[i].cap;
-		w->pool_bytes -= *cap;
-		w->pool[i] = w->pool[--w->npool];
-		return buf;
-	}
-	*cap = n <= std ? std : (n + std - 1) / std * std;
-	return malloc(*cap);
-}
-
-/* Keeps a free buffer for reuse within the pool's bounds, else frees it. */
-static void own_release(struct worker *w, unsigned char *buf, size_t cap)
-{
-	size_t budget = POOL_MAX * (size_t)w->srv->cfg->buffer_bytes;
-
-	if (buf && w->npool < POOL_MAX && w->pool_bytes + cap <= budget) {
-		w->pool[w->npool++] = (struct pooled){buf, cap};
-		w->pool_bytes += cap;
-	} else {
-		free(buf);
-	}
-}
-
-/* The echo is drained: the connection lends its private buffer back. */
-static void own_free(struct worker *w, struct uconn *u)
-{
-	own_release(w, u->own.buf, u->own.cap);
-	free(u->own.retired);
-	u->own = (struct spill){0};
-}
-
-/*
- * Makes room for more bytes after the unsent ones.  Bytes a send in flight
- * reads must not move, so then they are copied to a new buffer and the old
- * one retires until the send lands.  Returns 0 or -ENOMEM.
- */
-static int own_room(struct worker *w, struct uconn *u, size_t more)
-{
-	struct spill *s = &u->own;
-	bool in_flight = u->send_busy && u->sbid == NOBUF && !s->retired;
-	size_t need = s->len + more, cap;
-	unsigned char *p;
-
-	if (s->buf && s->off + need <= s->cap)
-		return 0;
-	if (s->buf && need <= s->cap && !in_flight) {
-		memmove(s->buf, s->buf + s->off, s->len);
-		s->off = 0;
-		return 0;
-	}
-	p = own_alloc(w, need, &cap);
-	if (!p)
-		return -ENOMEM;
-	if (s->len)
-		memcpy(p, s->buf + s->off, s->len);
-	if (in_flight)
-		s->retired = s->buf; /* freed, not pooled: the cap is not kept */
-	else
-		own_release(w, s->buf, s->cap);
-	s->buf = p;
-	s->cap = cap;
-	s->off = 0;
-	return 0;
-}
-
-static int own_append(struct worker *w, struct uconn *u, const unsigned char *p, size_t n)
-{
-	struct spill *s = &u->own;
-	int rc = own_room(w, u, n);
-
-	if (rc == 0) {
-		memcpy(s->buf + s->off + s->len, p, n);
-		s->len += n;
-	}
-	return rc;
-}
-
-/* Puts n bytes in front of the unsent ones; no send is in flight. */
-static int own_prepend(struct worker *w, struct uconn *u, const unsigned char *p, size_t n)
-{
-	struct spill *s = &u->own;
-	int rc = own_room(w, u, n);
-
-	if (rc < 0)
-		return rc;
-	if (s->off < n) {
-		memmove(s->buf + n, s->buf + s->off, s->len);
-		s->off = n;
-	}
-	s->off -= n;
-	s->len += n;
-	memcpy(s->buf + s->off, p, n);
-	return 0;
-}
-
-static void prep_send(struct worker *w, uint32_t idx, const unsigned char *p, size_t n)
+static bool prep_send(struct worker *w, uint32_t idx, const unsigned char *p, size_t n)
 {
 	struct io_uring_sqe *sqe = get_sqe(w);
 
+	if (!sqe)
+		return false;
 	io_uring_prep_send(sqe, conn_at(w, idx)->fd, p, n, MSG_NOSIGNAL);
 	io_uring_sqe_set_data64(sqe, UD(OP_SEND, 0, idx));
-	conn_at(w, idx)->send_busy = true;
+	conn_at(w, idx)->tx.busy = true;
+	return true;
 }
 
-/* Sends what is next: the ring buffer just received, else the private copy. */
+/* Sends what is next: the ring buffer just received, else the spill. */
 static void send_next(struct worker *w, uint32_t idx)
 {
 	struct uconn *u = conn_at(w, idx);
-	struct spill *s = &u->own;
+	const unsigned char *p;
+	size_t n;
 
-	if (u->send_busy)
+	if (u->tx.busy)
 		return;
-	if (u->sbid != NOBUF) {
-		prep_send(w, idx, buf_at(w, u->sbid), u->slen);
-		u->send_ms = w->now;
-		u->send_batch = w->batch;
+	if (u->tx.bid != NOBUF) {
+		if (!prep_send(w, idx, buf_at(w, u->tx.bid), u->tx.len))
+			return;
+		u->tx.sent_ms = w->now;
+		u->tx.batch = w->batch;
 		w->nring_sends++;
-	} else if (s->len) {
-		/* Move down now, so bytes arriving during the send rarely need a new buffer. */
-		if (s->off) {
-			memmove(s->buf, s->buf + s->off, s->len);
-			s->off = 0;
-		}
-		prep_send(w, idx, s->buf + s->off, s->len);
+	} else if ((n = spill_next(&u->spill, &p)) > 0) {
+		prep_send(w, idx, p, n);
 	}
 }
 
 /*
  * A send from a ring buffer that cannot finish soon: cancel it, so that the
- * buffer goes back to the ring; on_send() keeps its bytes in the private copy.
+ * buffer goes back to the ring; on_send() spills its bytes.
  */
 static void unpin(struct worker *w, uint32_t idx)
 {
 	struct uconn *u = conn_at(w, idx);
 
-	if (u->send_busy && u->sbid != NOBUF && !u->send_cancel && !u->closing) {
+	if (u->tx.busy && u->tx.bid != NOBUF && !u->tx.cancelling && u->life != UC_CLOSING) {
 		cancel(w, UD(OP_SEND, 0, idx));
-		u->send_cancel = true;
+		u->tx.cancelling = true;
 	}
 }
 
@@ -620,37 +503,27 @@ static void unpin(struct worker *w, uint32_t idx)
  */
 static void take(struct worker *w, struct uconn *u, int32_t bid, uint32_t len)
 {
-	if (!u->send_busy && u->sbid == NOBUF && !u->own.len) {
-		u->sbid = bid;
-		u->slen = len;
+	if (!u->tx.busy && u->tx.bid == NOBUF && !u->spill.len) {
+		u->tx.bid = bid;
+		u->tx.len = len;
 		return;
 	}
-	if (own_append(w, u, buf_at(w, bid), len) < 0)
-		u->broken = true;
+	/* A send in flight that is not from the ring reads the spilled bytes. */
+	if (spill_append(&w->spills, &u->spill, buf_at(w, bid), len,
+			 u->tx.busy && u->tx.bid == NOBUF) < 0)
+		mark_broken(u);
 	recycle(w, bid);
 }
 
 /* A send from the ring landed with n bytes gone: keep the rest, return the buffer. */
 static void ring_sent(struct worker *w, struct uconn *u, size_t n)
 {
-	if (n < u->slen && !u->broken && !u->closing &&
-	    own_prepend(w, u, buf_at(w, u->sbid) + n, u->slen - n) < 0)
-		u->broken = true;
-	recycle(w, u->sbid);
-	u->sbid = NOBUF;
+	if (n < u->tx.len && u->life == UC_OPEN &&
+	    spill_prepend(&w->spills, &u->spill, buf_at(w, u->tx.bid) + n, u->tx.len - n) < 0)
+		mark_broken(u);
+	recycle(w, u->tx.bid);
+	u->tx.bid = NOBUF;
 	w->nring_sends--;
-}
-
-static void own_sent(struct worker *w, struct uconn *u, size_t n)
-{
-	struct spill *s = &u->own;
-
-	free(s->retired);
-	s->retired = NULL;
-	s->off += n;
-	s->len -= n;
-	if (!s->len)
-		own_free(w, u);
 }
 
 /* Tells every worker that a --max-conns slot freed. */
@@ -663,30 +536,36 @@ static void wake_all(struct worker *w)
 			log_debug("wake: %s", strerror(errno));
 }
 
+/* Frees a --max-conns slot and tells the workers if the server was full. */
+static void release_slot(struct worker *w)
+{
+	if (server_release_slot(w->srv))
+		wake_all(w);
+}
+
 /* Frees the slot once no operation refers to it any more. */
 static void maybe_free(struct worker *w, uint32_t idx)
 {
 	struct uconn *u = conn_at(w, idx);
 
-	if (u->recv_armed || u->send_busy)
+	if (u->rx.armed || u->tx.busy)
 		return;
-	if (u->sbid != NOBUF) {
-		recycle(w, u->sbid);
-		u->sbid = NOBUF;
+	if (u->tx.bid != NOBUF) {
+		recycle(w, u->tx.bid);
+		u->tx.bid = NOBUF;
 	}
-	own_free(w, u);
+	spill_free(&w->spills, &u->spill);
 	close(u->fd);
-	if (u->starved)
+	if (u->rx.starved)
 		w->nstarved--;
 	if (u->drain_deadline)
 		w->ndraining--;
-	u->in_use = false;
+	u->life = UC_FREE;
 	u->next_free = w->free_head;
 	w->free_head = idx;
 	w->live--;
 	metrics_add(w->m, METRICS_CLOSED, 1);
-	if (server_release_slot(w->srv))
-		wake_all(w);
+	release_slot(w);
 }
 
 /* Closes a connection: cancels what is in flight, frees the slot when it lands. */
@@ -694,11 +573,11 @@ static void start_close(struct worker *w, uint32_t idx)
 {
 	struct uconn *u = conn_at(w, idx);
 
-	if (u->closing)
+	if (u->life == UC_CLOSING)
 		return;
-	u->closing = true;
+	u->life = UC_CLOSING;
 	cancel_recv(w, idx);
-	if (u->send_busy)
+	if (u->tx.busy)
 		cancel(w, UD(OP_SEND, 0, idx));
 	maybe_free(w, idx);
 }
@@ -731,8 +610,8 @@ static void arm_or_wait(struct worker *w, uint32_t idx)
 	struct uconn *u = conn_at(w, idx);
 	size_t full = u->c.cap < w->buf_bytes ? u->c.cap : w->buf_bytes;
 
-	if (u->send_busy && conn_room(&u->c) < full / 2)
-		u->sized = true;
+	if (u->tx.busy && conn_borrowed_room(&u->c) < full / 2)
+		u->rx.sized = true;
 	else
 		arm_recv(w, idx);
 }
@@ -743,11 +622,12 @@ static void advance(struct worker *w, uint32_t idx)
 	struct uconn *u = conn_at(w, idx);
 	bool want;
 
-	if (u->closing) {
+	if (u->life == UC_CLOSING) {
 		maybe_free(w, idx);
 		return;
 	}
-	if (u->broken) {
+	assert_bytes_held(u);
+	if (u->life == UC_BROKEN) {
 		metrics_add(w->m, METRICS_CONN_ERRORS, 1);
 		start_close(w, idx);
 		return;
@@ -758,7 +638,7 @@ static void advance(struct worker *w, uint32_t idx)
 	 * once (a bulk sender reaches backpressure at every full buffer), and
 	 * one that does not is unpinned by scan() within 2 * SCAN_MS.
 	 */
-	if (conn_backpressured(&u->c) && u->send_batch != w->batch)
+	if (conn_backpressured(&u->c) && u->tx.batch != w->batch)
 		unpin(w, idx);
 	maybe_shutdown(w, u);
 	if (conn_done(&u->c)) {
@@ -768,7 +648,7 @@ static void advance(struct worker *w, uint32_t idx)
 	want = conn_wants_read(&u->c);
 	if (!want)
 		cancel_recv(w, idx);
-	else if (!u->recv_armed && !u->starved)
+	else if (!u->rx.armed && !u->rx.starved)
 		arm_or_wait(w, idx);
 }
 
@@ -778,8 +658,8 @@ static void starve(struct worker *w, struct uconn *u)
 		w->ran_dry = true;
 		log_debug("worker %d: buffer ring ran dry; reads wait for buffers", w->id);
 	}
-	if (!u->starved) {
-		u->starved = true;
+	if (!u->rx.starved) {
+		u->rx.starved = true;
 		w->nstarved++;
 	}
 }
@@ -788,11 +668,11 @@ static void on_recv(struct worker *w, struct io_uring_cqe *cqe)
 {
 	uint32_t idx = UD_IDX(cqe->user_data);
 	struct uconn *u = conn_at(w, idx);
-	bool current = UD_GEN(cqe->user_data) == (u->rgen & 0xffffff);
+	bool current = UD_GEN(cqe->user_data) == (u->rx.gen & 0xffffff);
 	int32_t bid = NOBUF;
 
 	if (current && !(cqe->flags & IORING_CQE_F_MORE))
-		u->recv_armed = false;
+		u->rx.armed = false;
 	if (cqe->flags & IORING_CQE_F_BUFFER) {
 		bid = (int32_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
 		w->nfree--;
@@ -800,28 +680,28 @@ static void on_recv(struct worker *w, struct io_uring_cqe *cqe)
 	if (cqe->res > 0) {
 		size_t keep;
 
-		if (current && u->rlen && !conn_pending_bytes(&u->c) &&
-		    (uint32_t)cqe->res < u->rlen)
-			u->sized = u->overshot;
-		keep = conn_received_borrowed(&u->c, (size_t)cqe->res);
+		if (current && u->rx.len && !conn_unsent(&u->c) &&
+		    (uint32_t)cqe->res < u->rx.len)
+			u->rx.sized = u->rx.overshot;
+		keep = conn_borrowed_arrived(&u->c, (size_t)cqe->res);
 
-		if (keep && !u->closing)
+		if (keep && u->life != UC_CLOSING)
 			take(w, u, bid, (uint32_t)keep);
 		else
 			recycle(w, bid);
 		metrics_add(w->m, METRICS_BYTES_IN, (unsigned long)cqe->res);
-		if (conn_pending_bytes(&u->c) > u->c.cap)
-			u->sized = u->overshot = true;
+		if (conn_unsent(&u->c) > u->c.cap)
+			u->rx.sized = u->rx.overshot = true;
 		u->last_ms = w->now;
 	} else if (bid != NOBUF) {
 		recycle(w, bid); /* a buffer with nothing in it */
 	}
 	if (cqe->res == 0) {
-		conn_received_borrowed(&u->c, 0);
+		conn_borrowed_arrived(&u->c, 0);
 	} else if (cqe->res == -ENOBUFS) {
 		starve(w, u);
 	} else if (cqe->res < 0 && cqe->res != -ECANCELED) {
-		u->broken = true;
+		mark_broken(u);
 	}
 	advance(w, idx);
 }
@@ -830,22 +710,22 @@ static void on_send(struct worker *w, struct io_uring_cqe *cqe)
 {
 	uint32_t idx = UD_IDX(cqe->user_data);
 	struct uconn *u = conn_at(w, idx);
-	bool unpinned = u->send_cancel && (cqe->res == -ECANCELED || cqe->res == -EINTR);
+	bool unpinned = u->tx.cancelling && (cqe->res == -ECANCELED || cqe->res == -EINTR);
 	size_t n = cqe->res > 0 ? (size_t)cqe->res : 0;
 
-	u->send_busy = false;
-	u->send_cancel = false;
-	if (cqe->res < 0 && !unpinned && !u->closing)
-		u->broken = true;
+	u->tx.busy = false;
+	u->tx.cancelling = false;
+	if (cqe->res < 0 && !unpinned)
+		mark_broken(u);
 	if (n) {
 		conn_sent(&u->c, n);
 		metrics_add(w->m, METRICS_BYTES_OUT, (unsigned long)n);
 		u->last_ms = w->now;
 	}
-	if (u->sbid != NOBUF)
+	if (u->tx.bid != NOBUF)
 		ring_sent(w, u, n);
 	else
-		own_sent(w, u, n);
+		spill_sent(&w->spills, &u->spill, n);
 	advance(w, idx);
 }
 
@@ -854,13 +734,12 @@ static void add_conn(struct worker *w, int fd)
 {
 	uint32_t idx = alloc_slot(w);
 	struct uconn *u;
-	char peer[NET_NAMELEN];
 	int one = 1;
 
 	if (idx == UINT32_MAX) {
 		/* Shed load: this one connection is refused, the server goes on. */
 		close(fd);
-		server_release_slot(w->srv);
+		release_slot(w);
 		return;
 	}
 	/* As net_accept() does: an echo is written the moment it is read. */
@@ -869,17 +748,20 @@ static void add_conn(struct worker *w, int fd)
 	memset(u, 0, sizeof(*u));
 	conn_init(&u->c, NULL, (size_t)w->srv->cfg->buffer_bytes, server_conn_flags(w->srv));
 	u->fd = fd;
-	u->in_use = true;
-	u->sbid = NOBUF;
-	u->sized = true;
+	u->life = UC_OPEN;
+	u->tx.bid = NOBUF;
+	u->rx.sized = true;
 	u->last_ms = w->now;
 	w->live++;
 	metrics_add(w->m, METRICS_ACCEPTED, 1);
-	if (log_enabled(LOGL_DEBUG)) {
-		net_format_peer(fd, peer, sizeof(peer));
-		log_debug("connection from %s", peer);
-	}
+	log_connection(fd);
 	advance(w, idx);
+}
+
+/* The operation that waits on listener i: multishot accept, or a poll under --max-conns. */
+static uint64_t accept_ud(const struct worker *w, int i)
+{
+	return UD(w->accept_by_poll ? OP_LISTEN : OP_ACCEPT, 0, i);
 }
 
 static void arm_accepts(struct worker *w)
@@ -888,13 +770,18 @@ static void arm_accepts(struct worker *w)
 		return;
 	for (int i = 0; i < w->srv->nlisteners; i++) {
 		struct io_uring_sqe *sqe;
+		int lfd = w->srv->listeners[i].fd;
 
 		if (w->acc_armed[i] || w->srv->listeners[i].type != SOCK_STREAM)
 			continue;
 		sqe = get_sqe(w);
-		io_uring_prep_multishot_accept(sqe, w->srv->listeners[i].fd, NULL, NULL,
-					       SOCK_CLOEXEC);
-		io_uring_sqe_set_data64(sqe, UD(OP_ACCEPT, 0, i));
+		if (!sqe)
+			return;
+		if (w->accept_by_poll)
+			io_uring_prep_poll_add(sqe, lfd, POLLIN);
+		else
+			io_uring_prep_multishot_accept(sqe, lfd, NULL, NULL, SOCK_CLOEXEC);
+		io_uring_sqe_set_data64(sqe, accept_ud(w, i));
 		w->acc_armed[i] = true;
 	}
 }
@@ -903,45 +790,26 @@ static void cancel_accepts(struct worker *w)
 {
 	for (int i = 0; i < w->srv->nlisteners; i++)
 		if (w->acc_armed[i])
-			cancel(w, UD(OP_ACCEPT, 0, i));
+			cancel(w, accept_ud(w, i));
 }
 
-/* Every slot is taken: keep fd unread and stop accepting until one frees. */
-static void park(struct worker *w, int fd)
+/* An accept failed: what net_accept_error_next() says, as every engine does. */
+static void accept_failed(struct worker *w, uint32_t i, int err)
 {
-	if (w->nparked == w->parked_cap) {
-		int n = w->parked_cap ? 2 * w->parked_cap : 8;
-		int *p = realloc(w->parked, (size_t)n * sizeof(*p));
-
-		if (!p) {
-			close(fd);
-			return;
-		}
-		w->parked = p;
-		w->parked_cap = n;
-	}
-	w->parked[w->nparked++] = fd;
-	if (!w->full) {
-		w->full = true;
-		cancel_accepts(w);
-	}
+	if (err == -ECANCELED)
+		return;
+	if (err == -EINVAL && server_stop_requested(w->srv))
+		return; /* the listener was shut for the stop (echod.c): not a fault */
+	if (net_accept_error_next(err) != NET_ACCEPT_PAUSE)
+		return; /* the accept is re-armed */
+	metrics_add(w->m, METRICS_ACCEPT_PAUSES, 1);
+	engine_log_accept_error(err);
+	w->pause_until = w->now + ENGINE_ACCEPT_PAUSE_MS;
+	if (w->acc_armed[i])
+		cancel(w, accept_ud(w, i));
 }
 
-/* Serves parked sockets while slots allow, then accepts again. */
-static void unpark(struct worker *w)
-{
-	int i = 0;
-
-	while (i < w->nparked && server_take_slot(w->srv))
-		add_conn(w, w->parked[i++]);
-	memmove(w->parked, w->parked + i, (size_t)(w->nparked - i) * sizeof(*w->parked));
-	w->nparked -= i;
-	if (w->nparked == 0) {
-		w->full = false;
-		arm_accepts(w);
-	}
-}
-
+/* A multishot accept completed (no --max-conns: a slot is always free). */
 static void on_accept(struct worker *w, struct io_uring_cqe *cqe)
 {
 	uint32_t i = UD_IDX(cqe->user_data);
@@ -949,29 +817,49 @@ static void on_accept(struct worker *w, struct io_uring_cqe *cqe)
 
 	if (!(cqe->flags & IORING_CQE_F_MORE))
 		w->acc_armed[i] = false;
-	if (fd >= 0) {
-		if (w->stopping)
-			close(fd);
-		else if (w->full || !server_take_slot(w->srv))
-			park(w, fd);
-		else
-			add_conn(w, fd);
-	} else if (fd == -EINVAL && server_stop_requested(w->srv)) {
-		/* The listener was shut for the stop (echod.c): not a fault. */
-	} else if (fd != -ECANCELED && fd != -ECONNABORTED && fd != -EINTR) {
-		/*
-		 * Out of descriptors, or an error that would recur at once:
-		 * leave the backlog be for a while rather than spin.
-		 */
-		if (net_accept_error_is_resource(fd)) {
-			metrics_add(w->m, METRICS_ACCEPT_PAUSES, 1);
-			engine_log_accept_error(fd);
-		} else {
-			log_warn("accept on %s: %s", w->srv->listeners[i].name, strerror(-fd));
+	if (fd >= 0 && !w->stopping && server_take_slot(w->srv))
+		add_conn(w, fd);
+	else if (fd >= 0)
+		close(fd);
+	else
+		accept_failed(w, i, fd);
+	arm_accepts(w);
+}
+
+/*
+ * Listener i is readable (--max-conns): accept while slots are free, the way
+ * the other engines do, a slot taken before each accept(2).  Without one the
+ * worker stops watching its listeners until a slot frees.
+ */
+static void on_listen(struct worker *w, struct io_uring_cqe *cqe)
+{
+	uint32_t i = UD_IDX(cqe->user_data);
+	int lfd = w->srv->listeners[i].fd;
+
+	w->acc_armed[i] = false;
+	if (cqe->res < 0) {
+		accept_failed(w, i, cqe->res);
+	} else {
+		for (int n = 0; n < ACCEPT_BATCH && !w->stopping; n++) {
+			int fd, err;
+
+			if (!server_take_slot(w->srv)) {
+				w->full = true; /* until a wake-up, or the next scan */
+				break;
+			}
+			/* A blocking socket, as multishot accept gives: io_uring waits on it. */
+			fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+			if (fd >= 0) {
+				add_conn(w, fd);
+				continue;
+			}
+			err = -errno;
+			release_slot(w);
+			if (net_accept_error_next(err) != NET_ACCEPT_NEXT) {
+				accept_failed(w, i, err);
+				break;
+			}
 		}
-		w->pause_until = w->now + ENGINE_ACCEPT_PAUSE_MS;
-		if (w->acc_armed[i])
-			cancel(w, UD(OP_ACCEPT, 0, i));
 	}
 	arm_accepts(w);
 }
@@ -980,6 +868,8 @@ static void arm_poll(struct worker *w, int fd, enum op op)
 {
 	struct io_uring_sqe *sqe = get_sqe(w);
 
+	if (!sqe)
+		return;
 	io_uring_prep_poll_add(sqe, fd, POLLIN);
 	io_uring_sqe_set_data64(sqe, UD(op, 0, 0));
 }
@@ -989,6 +879,8 @@ static void arm_wake(struct worker *w)
 {
 	struct io_uring_sqe *sqe = get_sqe(w);
 
+	if (!sqe)
+		return;
 	io_uring_prep_read(sqe, w->wake_fd, &w->wake_buf, sizeof(w->wake_buf), 0);
 	io_uring_sqe_set_data64(sqe, UD(OP_WAKE, 0, 0));
 }
@@ -1001,8 +893,10 @@ static void on_wake(struct worker *w, int res)
 		return;
 	}
 	arm_wake(w);
-	if (w->full)
-		unpark(w);
+	if (w->full) {
+		w->full = false;
+		arm_accepts(w);
+	}
 }
 
 static void on_stop(struct worker *w)
@@ -1010,9 +904,6 @@ static void on_stop(struct worker *w)
 	w->stopping = true;
 	w->grace_deadline = w->now + (uint64_t)w->srv->cfg->grace_ms;
 	cancel_accepts(w);
-	for (int i = 0; i < w->nparked; i++)
-		close(w->parked[i]);
-	w->nparked = 0;
 }
 
 static void handle(struct worker *w, struct io_uring_cqe *cqe)
@@ -1020,6 +911,9 @@ static void handle(struct worker *w, struct io_uring_cqe *cqe)
 	switch (UD_OP(cqe->user_data)) {
 	case OP_ACCEPT:
 		on_accept(w, cqe);
+		break;
+	case OP_LISTEN:
+		on_listen(w, cqe);
 		break;
 	case OP_RECV:
 		on_recv(w, cqe);
@@ -1047,9 +941,9 @@ static void starve_rearm(struct worker *w)
 		uint32_t idx = (w->scan_from + k) % n;
 		struct uconn *u = conn_at(w, idx);
 
-		if (!u->in_use || !u->starved)
+		if (u->life == UC_FREE || !u->rx.starved)
 			continue;
-		u->starved = false;
+		u->rx.starved = false;
 		w->nstarved--;
 		budget--;
 		w->scan_from = idx + 1;
@@ -1070,14 +964,14 @@ static void scan(struct worker *w)
 	for (uint32_t idx = 0; idx < w->nconns_cap; idx++) {
 		struct uconn *u = conn_at(w, idx);
 
-		if (!u->in_use || u->closing)
+		if (u->life == UC_FREE || u->life == UC_CLOSING)
 			continue;
 		if (idle_ms && !u->drain_deadline && now - u->last_ms >= (uint64_t)idle_ms) {
 			metrics_add(w->m, METRICS_IDLE_TIMEOUTS, 1);
 			start_close(w, idx);
 		} else if ((u->drain_deadline && now >= u->drain_deadline) || grace_over) {
 			start_close(w, idx);
-		} else if (u->sbid != NOBUF && now - u->send_ms >= SCAN_MS) {
+		} else if (u->tx.bid != NOBUF && now - u->tx.sent_ms >= SCAN_MS) {
 			unpin(w, idx); /* the peer does not read: free the ring buffer */
 		}
 	}
@@ -1085,9 +979,8 @@ static void scan(struct worker *w)
 		starve_rearm(w);
 	if (w->pause_until && now >= w->pause_until)
 		w->pause_until = 0;
-	if (w->full && !w->stopping)
-		unpark(w); /* in case a wake-up was missed */
-	arm_accepts(w);
+	w->full = false; /* in case a wake-up was missed: a poll finds out */
+	arm_accepts(w);	 /* and after a pause */
 }
 
 static bool needs_timer(const struct worker *w)
@@ -1096,26 +989,45 @@ static bool needs_timer(const struct worker *w)
 	       w->nstarved || w->pause_until || w->full || w->nring_sends;
 }
 
+/*
+ * Takes the next completion off the ring.  Consumed before it is handled, so
+ * that what handling it submits finds room for its completions.
+ */
+static bool next_cqe(struct worker *w, struct io_uring_cqe *out)
+{
+	struct io_uring_cqe *cqe;
+	unsigned head;
+
+	io_uring_for_each_cqe(&w->ring, head, cqe)
+	{
+		*out = *cqe;
+		io_uring_cq_advance(&w->ring, 1);
+		return true;
+	}
+	return false;
+}
+
 /* One batch: submit everything queued, wait for completions, handle them all. */
 static int run_batch(struct worker *w)
 {
 	struct __kernel_timespec ts = {.tv_nsec = SCAN_MS * 1000000L};
-	struct io_uring_cqe *cqe;
-	unsigned head, n = 0;
+	struct io_uring_cqe *cqe, c;
 	int rc;
 
 	flush_bufs(w);
 	rc = io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, needs_timer(w) ? &ts : NULL, NULL);
+	/*
+	 * -EBUSY: the CQ overflowed, so nothing was submitted; consuming the
+	 * completions below is the remedy, and the next batch submits.
+	 */
 	if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY)
 		return rc;
 	w->now = clock_now_ms();
 	w->batch++;
-	io_uring_for_each_cqe(&w->ring, head, cqe)
-	{
-		handle(w, cqe);
-		n++;
-	}
-	io_uring_cq_advance(&w->ring, n);
+	while (next_cqe(w, &c))
+		handle(w, &c);
+	if (w->ring_err)
+		return w->ring_err;
 	if (w->nstarved && w->nfree)
 		starve_rearm(w);
 	if (needs_timer(w) && w->now >= w->next_scan) {
@@ -1134,6 +1046,8 @@ static int loop(struct worker *w)
 	arm_poll(w, w->srv->stop_fd, OP_STOP);
 	arm_wake(w);
 	arm_accepts(w);
+	if (w->ring_err)
+		return w->ring_err;
 	for (;;) {
 		rc = run_batch(w);
 		if (rc < 0)
@@ -1157,10 +1071,8 @@ static void worker_free(struct worker *w)
 	bool quiet = w->live == 0;
 
 	for (uint32_t i = 0; i < w->nconns_cap; i++)
-		if (w->conns[i].in_use)
+		if (w->conns[i].life != UC_FREE)
 			close(w->conns[i].fd);
-	for (int i = 0; i < w->nparked; i++)
-		close(w->parked[i]);
 	if (w->br)
 		io_uring_unregister_buf_ring(&w->ring, BUF_GROUP);
 	io_uring_queue_exit(&w->ring);
@@ -1169,10 +1081,8 @@ static void worker_free(struct worker *w)
 			munmap(w->br, w->br_bytes);
 		free(w->bufs);
 	}
-	while (w->npool)
-		free(w->pool[--w->npool].buf);
+	spill_pool_drain(&w->spills);
 	free(w->conns);
-	free(w->parked);
 	free(w->acc_armed);
 }
 
@@ -1186,7 +1096,9 @@ static int worker_setup(struct worker *w)
 		return rc;
 	}
 	w->free_head = UINT32_MAX;
+	spill_pool_init(&w->spills, (size_t)w->srv->cfg->buffer_bytes);
 	w->acc_armed = calloc((size_t)w->srv->nlisteners, sizeof(*w->acc_armed));
+	w->accept_by_poll = w->srv->cfg->max_conns > 0;
 	rc = w->acc_armed ? setup_bufs(w) : -ENOMEM;
 	if (rc < 0) {
 		log_error("worker %d: buffer ring: %s", w->id, strerror(-rc));
@@ -1195,67 +1107,19 @@ static int worker_setup(struct worker *w)
 	return rc;
 }
 
-/*
- * Reports this worker's set-up and waits for the others.  Returns true when
- * every worker is ready to serve; false, after a failure anywhere, for all.
- */
-static bool rendezvous(struct uring_shared *sh, bool ok, bool is_main)
+static int setup(void *ctx, int index)
 {
-	bool go;
-
-	pthread_mutex_lock(&sh->mu);
-	sh->nready++;
-	sh->failed |= !ok;
-	if (is_main) {
-		while (sh->nready < sh->nstarted)
-			pthread_cond_wait(&sh->cv, &sh->mu);
-		sh->go = true;
-		pthread_cond_broadcast(&sh->cv);
-	} else {
-		pthread_cond_signal(&sh->cv);
-		while (!sh->go)
-			pthread_cond_wait(&sh->cv, &sh->mu);
-	}
-	go = !sh->failed;
-	pthread_mutex_unlock(&sh->mu);
-	return go;
+	return worker_setup(&((struct uring_shared *)ctx)->ws[index]);
 }
 
-static void *worker_main(void *arg)
+static int serve(void *ctx, int index)
 {
-	struct worker *w = arg;
-	int rc = worker_setup(w);
-	bool is_main = w->id == 0;
-
-	if (!rendezvous(w->sh, rc == 0, is_main)) {
-		if (rc == 0)
-			worker_free(w); /* another worker failed: nobody serves */
-		return (void *)(intptr_t)(rc < 0 ? rc : -EAGAIN);
-	}
-	rc = loop(w);
-	worker_free(w);
-	return (void *)(intptr_t)rc;
+	return loop(&((struct uring_shared *)ctx)->ws[index]);
 }
 
-/* Starts workers 1..n-1; returns how many workers run, counting this thread. */
-static int start_workers(struct uring_shared *sh, struct worker *ws, pthread_t *tids, int n)
+static void finish(void *ctx, int index)
 {
-	int i;
-
-	for (i = 0; i < n; i++) {
-		ws[i] = (struct worker){.srv = sh->srv,
-					.sh = sh,
-					.m = &sh->srv->metrics.w[i],
-					.id = i,
-					.wake_fd = sh->wake_fds[i]};
-		if (i > 0 && pthread_create(&tids[i], NULL, worker_main, &ws[i]) != 0)
-			break;
-	}
-	pthread_mutex_lock(&sh->mu);
-	sh->nstarted = i;
-	sh->failed |= i < n;
-	pthread_mutex_unlock(&sh->mu);
-	return i;
+	worker_free(&((struct uring_shared *)ctx)->ws[index]);
 }
 
 /* One eventfd per worker: blocking, so a read SQE on it waits for a wake-up. */
@@ -1269,42 +1133,33 @@ static int open_wake_fds(struct uring_shared *sh, int n)
 	return 0;
 }
 
+/* The wake-up eventfds outlive every worker: any may write to another's. */
 static int run(struct server *srv)
 {
-	int n = srv->workers, started, rc;
+	int n = srv->workers, rc;
 	struct uring_shared sh = {.srv = srv,
 				  .wake_fds = calloc((size_t)n, sizeof(int)),
-				  .mu = PTHREAD_MUTEX_INITIALIZER,
-				  .cv = PTHREAD_COND_INITIALIZER};
-	struct worker *ws = calloc((size_t)n, sizeof(*ws));
-	pthread_t *tids = calloc((size_t)n, sizeof(*tids));
+				  .ws = calloc((size_t)n, sizeof(struct worker))};
+	struct worker_ops ops = {.ctx = &sh, .setup = setup, .serve = serve, .finish = finish};
 
-	rc = sh.wake_fds && ws && tids ? 0 : -ENOMEM;
+	rc = sh.wake_fds && sh.ws ? 0 : -ENOMEM;
 	for (int i = 0; sh.wake_fds && i < n; i++)
 		sh.wake_fds[i] = -1;
 	if (rc == 0)
 		rc = open_wake_fds(&sh, n);
-	if (rc < 0)
-		goto out_free;
-	started = start_workers(&sh, ws, tids, n);
-	/* Worker 0 runs on this thread. */
-	rc = (int)(intptr_t)worker_main(&ws[0]);
-	for (int i = 1; i < started; i++) {
-		void *ret;
-
-		pthread_join(tids[i], &ret);
-		if (rc == 0)
-			rc = (int)(intptr_t)ret;
-	}
-	if (rc == 0 && started < n)
-		rc = -EAGAIN;
-out_free:
+	for (int i = 0; rc == 0 && i < n; i++)
+		sh.ws[i] = (struct worker){.srv = srv,
+					   .sh = &sh,
+					   .m = &srv->metrics.w[i],
+					   .id = i,
+					   .wake_fd = sh.wake_fds[i]};
+	if (rc == 0)
+		rc = workers_run(&ops, n);
 	for (int i = 0; sh.wake_fds && i < n; i++)
 		if (sh.wake_fds[i] >= 0)
 			close(sh.wake_fds[i]);
 	free(sh.wake_fds);
-	free(ws);
-	free(tids);
+	free(sh.ws);
 	return rc;
 }
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import (CONCURRENT_MODELS, MODELS, assert_echo, assert_silent, cpu_seconds,
+from conftest import (CONCURRENT_MODELS, MODELS, assert_echo, assert_silent, connect_to, cpu_seconds,
                       echo_stream, fill_until_blocked, open_fds, proc_status, recv_exactly,
                       recv_until_eof, wait_until)
 
@@ -128,6 +128,43 @@ def test_max_conns_serves_every_client_in_turn(echod, model):
     finally:
         for s in socks:
             s.close()
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_max_conns_accepts_no_more_sockets_than_slots(echod, model):
+    # The clients beyond --max-conns wait in the kernel's backlog, not in
+    # echod: once it serves its one connection, its descriptors stay as many.
+    srv = echod("--max-conns", "1", *model_args(model))
+    held = srv.connect()
+    waiting = []
+    try:
+        assert_echo(held, b"held\n")
+        base = open_fds(srv.proc.pid)
+        waiting = [srv.connect() for _ in range(100)]
+        for i, s in enumerate(waiting):
+            s.sendall(b"waiting %d\n" % i)
+        assert_silent(waiting[-1], 0.5)
+        assert open_fds(srv.proc.pid) == base
+        # Nothing was lost: once the slot frees, each is served in turn.
+        held.close()
+        for i, s in enumerate(waiting):
+            s.shutdown(socket.SHUT_WR)
+            assert recv_until_eof(s, timeout=10) == b"waiting %d\n" % i
+            s.close()
+    finally:
+        for s in [held] + waiting:
+            s.close()
+
+
+@pytest.mark.parametrize("model", CONCURRENT_MODELS)
+def test_max_conns_serves_a_client_on_any_listener(echod, model):
+    # A free slot is for whichever listener a client comes to first: with
+    # two listeners and one slot, a client of the second one is served.
+    srv = echod("--max-conns", "1", "-l", "127.0.0.1:0", "-l", "127.0.0.2:0",
+                *model_args(model))
+    for kind, addr in srv.listening:
+        with connect_to(addr) as s:
+            assert_echo(s, addr.encode() + b"\n")
 
 
 # ---------------------------------------------------------------------------

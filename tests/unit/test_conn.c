@@ -34,11 +34,11 @@ enum state_bits {
 
 enum op {
 	OP_END,	    /* end of the script */
-	OP_RECV,    /* s arrives (all of it must fit where conn_rspace points) */
+	OP_RECV,    /* s arrives (all of it must fit where conn_read_buf points) */
 	OP_EOF,	    /* the peer shuts its write side */
 	OP_SEND,    /* the first strlen(s) pending bytes, which must be s, are sent */
 	OP_PENDING, /* exactly s is waiting to be echoed */
-	OP_ROOM,    /* conn_rspace offers exactly n bytes */
+	OP_ROOM,    /* conn_read_buf offers exactly n bytes */
 	OP_STATE,   /* the predicates are exactly n (enum state_bits) */
 	OP_SHUT,    /* the engine shuts the write side */
 	OP_ATTACH,  /* the engine lends the buffer */
@@ -146,7 +146,7 @@ static unsigned state_of(const struct conn *c)
 static void check_pending(const struct conn *c, const char *want, size_t i)
 {
 	const unsigned char *p;
-	size_t n = conn_pending(c, &p);
+	size_t n = conn_send_buf(c, &p);
 
 	if (n != strlen(want) || (n && memcmp(p, want, n)))
 		fail_msg("step %zu: pending \"%.*s\", want \"%s\"", i, (int)n,
@@ -156,18 +156,18 @@ static void check_pending(const struct conn *c, const char *want, size_t i)
 static void do_recv(struct conn *c, const char *s, size_t i)
 {
 	unsigned char *p = NULL;
-	size_t room = conn_rspace(c, &p), n = strlen(s);
+	size_t room = conn_read_buf(c, &p), n = strlen(s);
 
 	if (room < n)
 		fail_msg("step %zu: room for %zu bytes, want at least %zu", i, room, n);
 	memcpy(p, s, n);
-	conn_received(c, n);
+	conn_read_done(c, n);
 }
 
 static void do_send(struct conn *c, const char *s, size_t i)
 {
 	const unsigned char *p;
-	size_t n = conn_pending(c, &p), want = strlen(s);
+	size_t n = conn_send_buf(c, &p), want = strlen(s);
 
 	if (n < want || memcmp(p, s, want))
 		fail_msg("step %zu: pending \"%.*s\", want it to start with \"%s\"", i, (int)n,
@@ -178,7 +178,7 @@ static void do_send(struct conn *c, const char *s, size_t i)
 static void check_room(struct conn *c, const unsigned char *buf, size_t want, size_t i)
 {
 	unsigned char *p = NULL;
-	size_t room = conn_rspace(c, &p);
+	size_t room = conn_read_buf(c, &p);
 
 	if (room != want)
 		fail_msg("step %zu: room %zu, want %zu", i, room, want);
@@ -206,7 +206,7 @@ static void run_script(void **state)
 			do_recv(&c, st->s, i);
 			break;
 		case OP_EOF:
-			conn_received(&c, 0);
+			conn_read_done(&c, 0);
 			break;
 		case OP_SEND:
 			do_send(&c, st->s, i);
@@ -225,10 +225,10 @@ static void run_script(void **state)
 			conn_shutdown(&c);
 			break;
 		case OP_ATTACH:
-			conn_attach(&c, buf);
+			conn_lend(&c, buf);
 			break;
 		case OP_DETACH:
-			assert_ptr_equal(conn_detach(&c), st->n ? buf : NULL);
+			assert_ptr_equal(conn_reclaim(&c), st->n ? buf : NULL);
 			break;
 		case OP_END:
 			break;
@@ -295,28 +295,28 @@ static void random_read(struct conn *c, struct model *m, uint64_t *rng)
 	unsigned char *p;
 	size_t room, n;
 
-	conn_pending(c, &before);
-	room = conn_rspace(c, &p);
+	conn_send_buf(c, &before);
+	room = conn_read_buf(c, &p);
 	assert_int_equal(conn_wants_read(c), room > 0);
 	if (room == 0) {
 		m->full++;
 		assert_int_equal(m->fed - m->echoed, c->cap);
 		return;
 	}
-	conn_pending(c, &after);
+	conn_send_buf(c, &after);
 	if (after != before && m->fed > m->echoed)
 		m->compact++; /* unsent bytes were moved down to make this room */
 	n = random_size(rng, room);
 	for (size_t i = 0; i < n; i++)
 		p[i] = stream_byte(m->fed + i);
-	conn_received(c, n);
+	conn_read_done(c, n);
 	m->fed += n;
 }
 
 static void random_send(struct conn *c, struct model *m, uint64_t *rng)
 {
 	const unsigned char *p;
-	size_t pending = conn_pending(c, &p), n;
+	size_t pending = conn_send_buf(c, &p), n;
 
 	assert_int_equal(pending, m->fed - m->echoed);
 	assert_true(pending <= c->cap);
@@ -349,7 +349,7 @@ static void run_random(void **state)
 		assert_false(conn_wants_shutdown(&c));
 	}
 	/* The peer's EOF: everything still pending comes out, then the close. */
-	conn_received(&c, 0);
+	conn_read_done(&c, 0);
 	while (m.echoed < m.fed) {
 		assert_int_equal(state_of(&c), 0);
 		random_send(&c, &m, &rng);
@@ -382,10 +382,10 @@ struct borrowed_step {
 	bool backpressured; /* conn_backpressured */
 };
 
-/* conn_room: cap minus what is pending, 0 past cap or without input wanted, cap while draining. */
+/* conn_borrowed_room: cap minus what is pending, 0 past cap or without input wanted, cap while draining. */
 static size_t room_of(const struct conn *c, unsigned state)
 {
-	size_t pending = conn_pending_bytes(c);
+	size_t pending = conn_unsent(c);
 
 	if (!(state & READ))
 		return 0;
@@ -450,15 +450,15 @@ static void run_borrowed(void **state)
 		const struct borrowed_step *st = &bc->steps[i];
 
 		if (st->op == B_RECV)
-			assert_int_equal(conn_received_borrowed(&c, st->n), st->keep);
+			assert_int_equal(conn_borrowed_arrived(&c, st->n), st->keep);
 		else if (st->op == B_SENT)
 			conn_sent(&c, st->n);
 		else
 			conn_shutdown(&c);
 		assert_int_equal(state_of(&c), st->state);
-		assert_int_equal(conn_pending_bytes(&c), st->pending);
+		assert_int_equal(conn_unsent(&c), st->pending);
 		assert_int_equal(conn_backpressured(&c), st->backpressured);
-		assert_int_equal(conn_room(&c), room_of(&c, st->state));
+		assert_int_equal(conn_borrowed_room(&c), room_of(&c, st->state));
 	}
 }
 

@@ -562,11 +562,37 @@ static void test_unix_regular_file_kept(void **state)
 	assert_int_equal(unlink(name + 5), 0);
 }
 
+/* One verdict per accept(2) error, the same in every engine. */
+static void test_accept_error_next(void **state)
+{
+	static const struct {
+		int err;
+		enum net_accept_next next;
+	} cases[] = {
+		{-EAGAIN, NET_ACCEPT_EMPTY},	    {-EWOULDBLOCK, NET_ACCEPT_EMPTY},
+		{-EINTR, NET_ACCEPT_NEXT},	    {-ECONNABORTED, NET_ACCEPT_NEXT},
+		{-EPROTO, NET_ACCEPT_NEXT},	    {-EPERM, NET_ACCEPT_NEXT},
+		{-ENETUNREACH, NET_ACCEPT_NEXT},    {-EHOSTUNREACH, NET_ACCEPT_NEXT},
+		{-EMFILE, NET_ACCEPT_PAUSE},	    {-ENFILE, NET_ACCEPT_PAUSE},
+		{-ENOBUFS, NET_ACCEPT_PAUSE},	    {-ENOMEM, NET_ACCEPT_PAUSE},
+		{-EBADF, NET_ACCEPT_PAUSE},	    {-EINVAL, NET_ACCEPT_PAUSE},
+		{-ENOTSOCK, NET_ACCEPT_PAUSE},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < ROWS(cases); i++) {
+		if (net_accept_error_next(cases[i].err) != cases[i].next)
+			fail_msg("accept error %s: verdict %d, want %d", strerror(-cases[i].err),
+				 net_accept_error_next(cases[i].err), cases[i].next);
+	}
+}
+
 static struct CMUnitTest parse_tests[ROWS(parse_cases)];
 static char parse_names[ROWS(parse_cases)][64];
 static struct CMUnitTest format_tests[ROWS(format_cases)];
 
 static const struct CMUnitTest socket_tests[] = {
+	cmocka_unit_test(test_accept_error_next),
 	cmocka_unit_test(test_loopback_round_trip),
 	cmocka_unit_test(test_send_all_large),
 	cmocka_unit_test(test_send_all_times_out),

@@ -49,13 +49,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 enum buffer_mode { OWNED, LENT, BORROWED, MODES };
 
 enum event {
-	EV_READ,   /* bytes arrive (owned: where conn_rspace says; borrowed: sized by conn_room) */
+	EV_READ,   /* bytes arrive (owned: where conn_read_buf says; borrowed: sized by conn_borrowed_room) */
 	EV_EOF,	   /* a read returns 0: the peer's EOF */
 	EV_SEND,   /* a send takes some pending bytes */
 	EV_SHUT,   /* the engine follows conn_wants_shutdown */
 	EV_DETACH, /* lent: the engine takes its buffer back if conn lets it */
 	EV_POLL,   /* the engine asks what to wait for (wants_read, pending) */
-	EV_LATE,   /* borrowed: a multishot receive delivers more than conn_room */
+	EV_LATE,   /* borrowed: a multishot receive delivers more than conn_borrowed_room */
 	EVENTS
 };
 
@@ -125,7 +125,7 @@ static void check_state(struct rig *r)
 {
 	const struct model *m = &r->m;
 	const struct conn *c = &r->c;
-	size_t pending = conn_pending_bytes(c);
+	size_t pending = conn_unsent(c);
 
 	CHECK(pending == m_pending(m));
 	CHECK(conn_wants_read(c) == m_wants_read(m));
@@ -133,7 +133,7 @@ static void check_state(struct rig *r)
 	CHECK(conn_wants_shutdown(c) == m_wants_shutdown(m));
 	CHECK(conn_draining(c) == (m->write_shut && !m->peer_eof));
 	CHECK(conn_done(c) == (m->write_shut && m->peer_eof));
-	CHECK(conn_room(c) == m_room(m));
+	CHECK(conn_borrowed_room(c) == m_room(m));
 	/* The bound: at most cap bytes held (borrowed: unless a receive overshot). */
 	CHECK(pending <= m->cap || (m->mode == BORROWED && m->overshoot));
 	/* Once mode echoes one chunk of at most cap bytes, and nothing else. */
@@ -160,7 +160,7 @@ static void model_received(struct model *m, size_t n)
 	}
 }
 
-/* Owned and lent buffers: the engine reads into the room conn_rspace gives. */
+/* Owned and lent buffers: the engine reads into the room conn_read_buf gives. */
 static void owned_read(struct rig *r, unsigned amount, bool eof)
 {
 	const unsigned char *q;
@@ -169,24 +169,24 @@ static void owned_read(struct rig *r, unsigned amount, bool eof)
 
 	if (!conn_wants_read(&r->c)) {
 		if (r->cur)
-			CHECK(conn_rspace(&r->c, &p) == 0);
+			CHECK(conn_read_buf(&r->c, &p) == 0);
 		return;
 	}
 	if (!r->cur) { /* lent: borrow a buffer from the pool first */
 		r->cur = r->bufs[r->next];
 		r->next ^= 1;
-		conn_attach(&r->c, r->cur);
+		conn_lend(&r->c, r->cur);
 	}
-	room = conn_rspace(&r->c, &p);
+	room = conn_read_buf(&r->c, &p);
 	CHECK(room > 0 && room <= m_room(&r->m));
 	CHECK(p >= r->cur && p + room <= r->cur + r->m.cap);
-	pending = conn_pending(&r->c, &q);
+	pending = conn_send_buf(&r->c, &q);
 	if (!r->m.write_shut && pending) /* the read must not land on bytes still to echo */
 		CHECK(p + room <= q || q + pending <= p);
 	n = eof ? 0 : amount_of(amount, room);
 	for (size_t i = 0; i < n; i++)
 		p[i] = r->m.write_shut ? 0xEE : stream_byte(r->m.fed + i);
-	conn_received(&r->c, n);
+	conn_read_done(&r->c, n);
 	model_received(&r->m, n);
 }
 
@@ -198,7 +198,7 @@ static void borrowed_receive(struct rig *r, size_t n)
 
 	if (n && m_wants_input(m) && !m->write_shut)
 		want = m->once && n > m->cap ? m->cap : n; /* once: the chunk is what fits */
-	keep = conn_received_borrowed(&r->c, n);
+	keep = conn_borrowed_arrived(&r->c, n);
 	CHECK(keep == want);
 	if (n == 0)
 		m->peer_eof = true;
@@ -209,7 +209,7 @@ static void borrowed_receive(struct rig *r, size_t n)
 
 static void borrowed_read(struct rig *r, unsigned amount, bool eof, bool late)
 {
-	size_t room = conn_room(&r->c);
+	size_t room = conn_borrowed_room(&r->c);
 
 	if (r->m.peer_eof)
 		return; /* nothing arrives after the peer's EOF */
@@ -217,20 +217,20 @@ static void borrowed_read(struct rig *r, unsigned amount, bool eof, bool late)
 		borrowed_receive(r, 0);
 	else if (late) /* armed while conn wanted input, delivered past what it asked for */
 		borrowed_receive(r, 1 + (size_t)amount * 17);
-	else if (room) /* a single receive sized by conn_room */
+	else if (room) /* a single receive sized by conn_borrowed_room */
 		borrowed_receive(r, amount_of(amount, room));
 }
 
 static void do_send(struct rig *r, unsigned amount)
 {
-	size_t pending = conn_pending_bytes(&r->c), n;
+	size_t pending = conn_unsent(&r->c), n;
 	const unsigned char *q;
 
 	if (pending == 0)
 		return;
 	n = amount == ALL ? pending : amount < pending ? amount : pending;
 	if (r->m.mode != BORROWED) {
-		CHECK(conn_pending(&r->c, &q) == pending);
+		CHECK(conn_send_buf(&r->c, &q) == pending);
 		CHECK(q >= r->cur && q + pending <= r->cur + r->m.cap);
 		for (size_t i = 0; i < n; i++)
 			CHECK(q[i] == stream_byte(r->m.echoed + i));
@@ -250,7 +250,7 @@ static void do_shut(struct rig *r)
 /* engine_epoll.c's advance(): the buffer goes back to the pool whenever conn lets it. */
 static void do_detach(struct rig *r)
 {
-	unsigned char *got = conn_detach(&r->c);
+	unsigned char *got = conn_reclaim(&r->c);
 
 	if (!r->cur || m_pending(&r->m)) {
 		CHECK(got == NULL);
@@ -267,7 +267,7 @@ static void do_poll(struct rig *r)
 	const unsigned char *q;
 
 	(void)conn_wants_read(&r->c);
-	CHECK(conn_pending(&r->c, &q) == m_pending(&r->m));
+	CHECK(conn_send_buf(&r->c, &q) == m_pending(&r->m));
 }
 
 static void do_event(struct rig *r, enum event ev, unsigned amount)

@@ -130,7 +130,7 @@ size_t conn_unsent(const struct conn *c)
 
 size_t conn_send_buf(const struct conn *c, const unsigned char **p)
 {
-	/* A lent buffer may be away (conn_detach): NULL + 0 is undefined in C. */
+	/* A lent buffer may be away (conn_reclaim): NULL + 0 is undefined in C. */
 	*p = c->buf ? c->buf + c->head : NULL;
 	return c->tail - c->head;
 }

@@ -288,6 +288,8 @@ static const struct opt echod_opts[] = {
 	 "on SIGTERM/SIGINT let open connections finish for up to S seconds (default 5)"},
 	{"user", 0, OPT_STR, FIELD(config, user), "NAME", 0, 0, NULL,
 	 "drop privileges to NAME after binding"},
+	{"no-sandbox", 0, OPT_FLAG, FIELD(config, no_sandbox), NULL, 0, 0, NULL,
+	 "do not confine the process after start-up (seccomp, Landlock, no new privileges)"},
 	{"verbose", 'v', OPT_COUNT, FIELD(config, verbose), NULL, 0, 0, NULL,
 	 "log every connection"},
 	{"quiet", 'q', OPT_FLAG, FIELD(config, quiet), NULL, 0, 0, NULL,

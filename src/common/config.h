@@ -77,6 +77,7 @@ struct config {
 	long idle_timeout_ms; /* 0: off */
 	long grace_ms;
 	const char *user;
+	bool no_sandbox; /* do not confine the process after start-up */
 	long verbose;
 	bool quiet;
 	const char *log_format;

@@ -78,6 +78,7 @@
 #include "clock.h"
 #include "conn.h"
 #include "log.h"
+#include "sandbox.h"
 
 #include <errno.h>
 #include <liburing.h>
@@ -223,7 +224,8 @@ static int probe_flags(struct io_uring *ring, unsigned entries, unsigned cq_entr
 	int rc = -EINVAL;
 
 	for (size_t i = 0; i < sizeof(try_flags) / sizeof(try_flags[0]); i++) {
-		struct io_uring_params p = {.flags = try_flags[i]};
+		/* Disabled until sandbox_ring_start() has restricted it. */
+		struct io_uring_params p = {.flags = try_flags[i] | IORING_SETUP_R_DISABLED};
 
 		if (cq_entries) {
 			p.flags |= IORING_SETUP_CQSIZE;
@@ -1188,8 +1190,11 @@ static int worker_setup(struct worker *w)
 	w->free_head = UINT32_MAX;
 	w->acc_armed = calloc((size_t)w->srv->nlisteners, sizeof(*w->acc_armed));
 	rc = w->acc_armed ? setup_bufs(w) : -ENOMEM;
-	if (rc < 0) {
+	if (rc == 0 && (rc = sandbox_ring_start(&w->ring, w->srv->cfg)) < 0)
+		log_error("worker %d: ring restrictions: %s", w->id, strerror(-rc));
+	else if (rc < 0)
 		log_error("worker %d: buffer ring: %s", w->id, strerror(-rc));
+	if (rc < 0) {
 		worker_free(w);
 	}
 	return rc;
@@ -1209,6 +1214,9 @@ static bool rendezvous(struct uring_shared *sh, bool ok, bool is_main)
 	if (is_main) {
 		while (sh->nready < sh->nstarted)
 			pthread_cond_wait(&sh->cv, &sh->mu);
+		/* Every ring is up: no more, before anyone serves. */
+		if (!sh->failed && sandbox_forbid_new_rings(sh->srv->cfg) < 0)
+			sh->failed = true;
 		sh->go = true;
 		pthread_cond_broadcast(&sh->cv);
 	} else {

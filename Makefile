@@ -56,7 +56,7 @@ COMMON = common/net common/config
 ECHOD  = $(addprefix echod/,echod engine engine_iterative engine_threads \
            engine_epoll engine_uring privs conn log metrics udp sandbox) $(COMMON)
 ECHOC  = $(addprefix echoc/,echoc echoc_udp bench hist) $(COMMON)
-UNIT   = conn net config hist bench udp
+UNIT   = conn net config hist bench udp sandbox
 # Modules the unit tests link (the rest they #include whole, to reach statics).
 UNIT_OBJS = $(COMMON) echod/conn echod/log echod/metrics
 
@@ -83,7 +83,7 @@ UNIT_BINS = $(UNIT:%=$(B)/test_%)
 $(B)/test_%: tests/unit/test_%.c $(UNIT_OBJS:%=$(B)/obj/%.o)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Isrc/common -Isrc/echod -Isrc/echoc -pthread -MMD -MP -o $@ $< \
-		$(UNIT_OBJS:%=$(B)/obj/%.o) $(ALL_LDFLAGS) -lcmocka -pthread -lm
+		$(UNIT_OBJS:%=$(B)/obj/%.o) $(ALL_LDFLAGS) -lcmocka -pthread $(URING_LIBS) $(SECCOMP_LIBS) -lm
 
 unit: $(UNIT_BINS)
 	@rc=0; for t in $(UNIT_BINS); do echo "== $$t"; $$t || rc=1; done; exit $$rc

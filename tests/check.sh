@@ -19,7 +19,7 @@ set -eEuo pipefail
 TSAN_MODELS="threads epoll uring"
 
 # Debian packages the tests need beyond gcc, make and python3.
-PACKAGES="libcmocka-dev liburing-dev python3-pytest python3-pytest-timeout clang"
+PACKAGES="libcmocka-dev liburing-dev libseccomp-dev python3-pytest python3-pytest-timeout clang"
 
 # Time limits, in seconds.  `make check` as a whole must stay under 20 minutes
 # on a 2-CPU machine; these only stop a step that hangs.

@@ -383,14 +383,26 @@ static bool has_unix_listener(const struct server *srv)
  */
 static bool seccomp_loaded;
 
-/* Adds t's rules to ctx; returns how many calls this architecture has, or -errno. */
-static int add_rules(scmp_filter_ctx ctx, struct table t)
+static bool in_table(const char *name, struct table t)
+{
+	for (size_t i = 0; i < t.n; i++)
+		if (!strcmp(t.rules[i].name, name))
+			return true;
+	return false;
+}
+
+/*
+ * Adds parts[k]'s rules to ctx.  Returns how many calls they allow that
+ * this architecture has and no earlier part allows, or -errno.
+ */
+static int add_rules(scmp_filter_ctx ctx, const struct table *parts, int k)
 {
 	int n = 0, rc;
 
-	for (size_t i = 0; i < t.n; i++) {
-		const struct rule *r = &t.rules[i];
+	for (size_t i = 0; i < parts[k].n; i++) {
+		const struct rule *r = &parts[k].rules[i];
 		int nr = seccomp_syscall_resolve_name(r->name);
+		bool seen = false;
 
 		if (nr == __NR_SCMP_ERROR)
 			continue;
@@ -402,17 +414,11 @@ static int add_rules(scmp_filter_ctx ctx, struct table t)
 						       r->mask, r->value));
 		if (rc < 0)
 			return rc;
-		n++;
+		for (int j = 0; j < k; j++)
+			seen |= in_table(r->name, parts[j]);
+		n += !seen;
 	}
 	return n;
-}
-
-static bool in_table(const char *name, struct table t)
-{
-	for (size_t i = 0; i < t.n; i++)
-		if (!strcmp(t.rules[i].name, name))
-			return true;
-	return false;
 }
 
 /* Adds the refusals, but of the calls the sanitizer runtime needs. */
@@ -452,7 +458,7 @@ static int build_filter(scmp_filter_ctx ctx, const struct server *srv, const cha
 		rc = add_refusals(ctx);
 	*ncalls = 0;
 	for (int i = 0; rc == 0 && i < nparts; i++) {
-		rc = add_rules(ctx, parts[i]);
+		rc = add_rules(ctx, parts, i);
 		*ncalls += rc > 0 ? rc : 0;
 		rc = rc < 0 ? rc : 0;
 	}

@@ -224,7 +224,7 @@ static int probe_flags(struct io_uring *ring, unsigned entries, unsigned cq_entr
 	int rc = -EINVAL;
 
 	for (size_t i = 0; i < sizeof(try_flags) / sizeof(try_flags[0]); i++) {
-		/* Disabled until sandbox_ring_start() has restricted it. */
+		/* Disabled until sandbox_ring_start() restricts it (probe: never). */
 		struct io_uring_params p = {.flags = try_flags[i] | IORING_SETUP_R_DISABLED};
 
 		if (cq_entries) {
@@ -1190,13 +1190,12 @@ static int worker_setup(struct worker *w)
 	w->free_head = UINT32_MAX;
 	w->acc_armed = calloc((size_t)w->srv->nlisteners, sizeof(*w->acc_armed));
 	rc = w->acc_armed ? setup_bufs(w) : -ENOMEM;
-	if (rc == 0 && (rc = sandbox_ring_start(&w->ring, w->srv->cfg)) < 0)
-		log_error("worker %d: ring restrictions: %s", w->id, strerror(-rc));
-	else if (rc < 0)
+	if (rc < 0)
 		log_error("worker %d: buffer ring: %s", w->id, strerror(-rc));
-	if (rc < 0) {
+	else if ((rc = sandbox_ring_start(&w->ring, w->srv->cfg)) < 0)
+		log_error("worker %d: ring restrictions: %s", w->id, strerror(-rc));
+	if (rc < 0)
 		worker_free(w);
-	}
 	return rc;
 }
 

@@ -185,7 +185,7 @@ def test_help_offers_no_sandbox(run_echod):
 
 @pytest.mark.parametrize("model", MODELS)
 def test_every_thread_is_confined_by_default(echod, model):
-    srv = start(echod, "-m", model, "--udp", "--udp-rate", "0")
+    srv = start(echod, "-m", model, "--udp")
     with srv.connect() as s:
         assert_echo(s)  # the engine runs: its workers (threads: this connection's) exist
 

@@ -140,8 +140,8 @@ static int apply_landlock(const struct server *srv, int *abi, char *why, size_t 
 
 	*abi = (int)syscall(SYS_landlock_create_ruleset, NULL, 0, LANDLOCK_CREATE_RULESET_VERSION);
 	if (*abi < 0 && (errno == ENOSYS || errno == EOPNOTSUPP)) {
-		snprintf(why, whylen, "%s", errno == ENOSYS ? "kernel without Landlock"
-							    : "Landlock disabled at boot");
+		snprintf(why, whylen, "%s",
+			 errno == ENOSYS ? "kernel without Landlock" : "Landlock disabled at boot");
 		return 0;
 	}
 	if (*abi < 0)
@@ -178,6 +178,8 @@ struct rule {
 	uint64_t mask, value;
 };
 
+/* The tables read one call a line. */
+/* clang-format off */
 #define ANY(call)		     {#call, -1, 0, 0}
 #define WHEN(call, arg, mask, value) {#call, arg, mask, value}
 
@@ -338,6 +340,8 @@ static const struct refusal {
 	{"open", EACCES},
 };
 
+/* clang-format on */
+
 struct table {
 	const struct rule *rules;
 	size_t n;
@@ -410,9 +414,9 @@ static int add_rules(scmp_filter_ctx ctx, const struct table *parts, int k)
 		if (r->arg < 0)
 			rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0);
 		else
-			rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1,
-					      SCMP_CMP((unsigned)r->arg, SCMP_CMP_MASKED_EQ,
-						       r->mask, r->value));
+			rc = seccomp_rule_add(
+				ctx, SCMP_ACT_ALLOW, nr, 1,
+				SCMP_CMP((unsigned)r->arg, SCMP_CMP_MASKED_EQ, r->mask, r->value));
 		if (rc < 0)
 			return rc;
 		for (int j = 0; j < k; j++)

@@ -64,6 +64,16 @@ else ifeq ($(URING),yes)
 $(error URING=yes: liburing is not usable with $(CC) (Debian: apt-get install liburing-dev))
 endif
 
+# libseccomp (Debian: libseccomp-dev) for echod's sandbox; without it the
+# sandbox keeps its other parts and says at -v that seccomp is missing.
+# SANDBOX_LOG=1: refused calls are logged by the kernel instead (maintainers).
+HAVE_SECCOMP := $(shell printf '$(HASH)include <seccomp.h>\nint main(void){return !seccomp_init(0);}\n' | \
+		$(CC) -x c - -lseccomp -o /dev/null 2>/dev/null && echo 1)
+ifeq ($(HAVE_SECCOMP),1)
+ALL_CFLAGS += -DHAVE_LIBSECCOMP $(if $(SANDBOX_LOG),-DECHOD_SANDBOX_LOG)
+SECCOMP_LIBS = -lseccomp
+endif
+
 # The recorded configuration (see the top), compared and rewritten as the
 # Makefile is read: a rule with a FORCE prerequisite would make `make -q` call
 # every tree out of date.  `make -n` and `make -q` only look: they leave the
@@ -75,8 +85,9 @@ define CONFIG :=
 CC        = $(CC) ($(shell $(CC) --version 2>/dev/null | head -n 1))
 CFLAGS    = $(ALL_CFLAGS)
 LDFLAGS   = $(ALL_LDFLAGS)
-LIBS      = $(URING_LIBS)
+LIBS      = $(URING_LIBS) $(SECCOMP_LIBS)
 liburing  = $(if $(HAVE_URING),yes,no) (URING=$(URING))
+libseccomp = $(if $(HAVE_SECCOMP),yes,no)
 SANITIZER = $(SANITIZER)
 endef
 ifneq ($(filter-out clean format,$(or $(MAKECMDGOALS),all)),)
@@ -102,10 +113,10 @@ FORCE:
 COMMON = common/net common/opts
 ECHOD  = $(addprefix echod/,echod engine engine_iterative engine_threads \
            engine_epoll engine_uring workers spill privs conn log metrics udp config proxy \
-           activation inetd) $(COMMON)
+           activation inetd sandbox) $(COMMON)
 ECHOC  = $(addprefix echoc/,echoc echoc_config echoc_udp bench bench_pattern bench_worker \
            bench_tcp bench_udp bench_report hist) $(COMMON)
-UNIT   = conn net config hist bench udp log proxy activation epoll uring workers spill
+UNIT   = conn net config hist bench udp log proxy activation epoll uring workers spill sandbox
 # Modules the unit tests link (the rest they #include whole, to reach statics).
 UNIT_OBJS = $(COMMON) echod/config echod/conn echod/log echod/metrics echod/proxy echod/spill \
             echoc/echoc_config echoc/bench_pattern echoc/hist
@@ -117,7 +128,7 @@ INCLUDES_echoc  = -Isrc/common -Isrc/echoc
 all: $(B)/echod $(B)/echoc
 
 $(B)/echod: $(ECHOD:%=$(B)/obj/%.o) $(CONFIG_STAMP)
-	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) -pthread $(URING_LIBS) -lm
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) -pthread $(URING_LIBS) $(SECCOMP_LIBS) -lm
 $(B)/echoc: $(ECHOC:%=$(B)/obj/%.o) $(CONFIG_STAMP)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) -pthread -lm
 # Objects go to $(B)/obj/<folder>/; $(*D) is the folder (common, echod or echoc) of the object.
@@ -133,7 +144,9 @@ UNIT_BINS = $(UNIT:%=$(B)/test_%)
 $(B)/test_%: tests/unit/test_%.c $(UNIT_OBJS:%=$(B)/obj/%.o) $(CONFIG_STAMP)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Isrc/common -Isrc/echod -Isrc/echoc -pthread -MMD -MP -o $@ $< \
-		$(UNIT_OBJS:%=$(B)/obj/%.o) $(ALL_LDFLAGS) -lcmocka -pthread $(URING_LIBS) -lm
+		$(filter %.o,$^) $(ALL_LDFLAGS) -lcmocka -pthread $(URING_LIBS) $(SECCOMP_LIBS) -lm
+# test_uring #includes engine_uring.c, which restricts its rings (sandbox.c).
+$(B)/test_uring: $(B)/obj/echod/sandbox.o
 
 unit: $(UNIT_BINS)
 	@rc=0; for t in $(UNIT_BINS); do echo "== $$t"; $$t || rc=1; done; exit $$rc

@@ -13,8 +13,9 @@
 # apt-get command is printed: `make run` goes on without, `make check` stops.
 set -eu
 
-# What the build uses when it is there: liburing gives the uring engine.
-BUILD_PACKAGES="liburing-dev"
+# What the build uses when it is there: liburing gives the uring engine,
+# libseccomp the system call allow-list of echod's sandbox.
+BUILD_PACKAGES="liburing-dev libseccomp-dev"
 
 # What the tests need beyond gcc, make and python3.  Add yours here.
 #   libcmocka-dev        unit tests            python3-pytest(-timeout)  end-to-end tests

@@ -46,6 +46,8 @@ static const struct opt echod_opts[] = {
 	{"inetd", 0, OPT_FLAG, FIELD(inetd), NULL, 0, 0, NULL,
 	 "serve the one connection on standard input (inetd, systemd Accept=yes), then exit; a UDP "
 	 "socket there is answered until idle for --idle-timeout (default 10 s)"},
+	{"no-sandbox", 0, OPT_FLAG, FIELD(no_sandbox), NULL, 0, 0, NULL,
+	 "do not confine the process after start-up (seccomp, Landlock, no new privileges)"},
 	{"verbose", 'v', OPT_COUNT, FIELD(verbose), NULL, 0, 0, NULL, "log every connection"},
 	{"quiet", 'q', OPT_FLAG, FIELD(quiet), NULL, 0, 0, NULL,
 	 "log errors only (the listening lines are still printed)"},

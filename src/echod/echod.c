@@ -1,5 +1,6 @@
 /*
- * echod.c - the echo server: parse, bind, drop privileges, run an engine.
+ * echod.c - the echo server: parse, bind, drop privileges, confine, run an
+ * engine.
  *
  * Signals are handled by one thread with sigwait(2) rather than in a
  * handler: the first SIGTERM/SIGINT writes to the stop pipe every engine
@@ -12,6 +13,7 @@
 #include "log.h"
 #include "net.h"
 #include "privs.h"
+#include "sandbox.h"
 #include "udp.h"
 #include "version.h"
 
@@ -82,11 +84,11 @@ static void *signal_main(void *arg)
 
 /*
  * Blocks SIGTERM and SIGINT in every thread (main's mask is inherited) and
- * starts the thread that waits for them.  Returns the stop pipe's read end.
+ * opens the stop pipe.  Returns its read end.  The thread that waits for the
+ * signals starts later, in the sandbox; a signal sent before stays pending.
  */
-static int start_signal_thread(struct stopper *st, const struct server *srv)
+static int block_signals(struct stopper *st, const struct server *srv)
 {
-	pthread_t tid;
 	int p[2];
 
 	st->srv = srv;
@@ -101,10 +103,16 @@ static int start_signal_thread(struct stopper *st, const struct server *srv)
 	if (pipe2(p, O_CLOEXEC) < 0)
 		err(1, "pipe");
 	st->stop_wr = p[1];
+	return p[0];
+}
+
+static void start_signal_thread(struct stopper *st)
+{
+	pthread_t tid;
+
 	if (pthread_create(&tid, NULL, signal_main, st) != 0)
 		errx(1, "cannot start the signal thread");
 	pthread_detach(tid);
-	return p[0];
 }
 
 static void add_listeners(struct server *srv, const struct net_addr *a, int backlog)
@@ -281,6 +289,21 @@ static const struct engine *choose_engine(const struct config *cfg, char *why, s
 	return e;
 }
 
+/*
+ * Confines the process for serving (sandbox.h) unless --no-sandbox; exits 1
+ * if it cannot.  Runs before any thread starts: Landlock covers only the
+ * threads started after it.
+ */
+static void confine(const struct server *srv, const struct engine *e)
+{
+	char why[SANDBOX_ERRLEN];
+
+	if (srv->cfg->no_sandbox)
+		log_debug("sandbox: off (--no-sandbox)");
+	else if (sandbox_apply(srv, e->name, why, sizeof(why)) < 0)
+		errx(1, "%s (--no-sandbox runs without it)", why);
+}
+
 static int worker_count(const struct config *cfg, const struct engine *e)
 {
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -316,11 +339,14 @@ static int run_inetd(struct config *cfg, const struct privs *privs)
 	int rc;
 
 	atomic_init(&srv.nconns, 0);
-	srv.stop_fd = start_signal_thread(&st, &srv);
+	srv.serves_udp = true; /* standard input may be a datagram socket */
+	srv.stop_fd = block_signals(&st, &srv);
 	if (privs && privs_drop(privs, why, sizeof(why)) < 0)
 		errx(1, "%s", why);
 	if (metrics_init(&srv.metrics, 1) < 0)
 		errx(1, "out of memory");
+	confine(&srv, &engine_iterative);
+	start_signal_thread(&st);
 	rc = inetd_serve(&srv);
 	metrics_free(&srv.metrics);
 	return rc;
@@ -363,17 +389,20 @@ int main(int argc, char **argv)
 	srv.cfg = &cfg;
 	srv.workers = worker_count(&cfg, e);
 	atomic_init(&srv.nconns, 0);
-	srv.stop_fd = start_signal_thread(&st, &srv);
+	srv.stop_fd = block_signals(&st, &srv);
 	activated = take_activated(&srv, &act) > 0;
 	if (!activated)
 		open_listeners(&srv, &cfg, cfg.user ? &privs : NULL);
 	udp = open_udp(&srv, activated ? &act : NULL);
+	srv.serves_udp = udp != NULL;
 	mark_listening(&st, true);
 	if (cfg.user && privs_drop(&privs, why, sizeof(why)) < 0)
 		errx(1, "%s", why);
 	if (metrics_init(&srv.metrics, srv.workers) < 0)
 		errx(1, "out of memory");
 	log_engine(&srv, e, passed_over);
+	confine(&srv, e);
+	start_signal_thread(&st);
 	start_udp(udp);
 	notify_ready();
 	rc = e->run(&srv);

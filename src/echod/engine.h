@@ -38,6 +38,7 @@ struct server {
 	int stop_fd;	    /* readable once a stop was asked for */
 	int workers;	    /* threads the engine runs (epoll, uring) */
 	atomic_long nconns; /* connections being served, for --max-conns */
+	bool serves_udp;    /* UDP workers run: --udp, systemd's UDP sockets, --inetd */
 	struct metrics metrics;
 };
 

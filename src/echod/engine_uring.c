@@ -34,6 +34,7 @@
 #include "log.h"
 #include "spill.h"
 #include "workers.h"
+#include "sandbox.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -181,7 +182,8 @@ static int probe_flags(struct io_uring *ring, unsigned entries, unsigned cq_entr
 	int rc = -EINVAL;
 
 	for (size_t i = 0; i < sizeof(try_flags) / sizeof(try_flags[0]); i++) {
-		struct io_uring_params p = {.flags = try_flags[i]};
+		/* Disabled until sandbox_ring_start() restricts it (probe: never). */
+		struct io_uring_params p = {.flags = try_flags[i] | IORING_SETUP_R_DISABLED};
 
 		if (cq_entries) {
 			p.flags |= IORING_SETUP_CQSIZE;
@@ -1100,16 +1102,24 @@ static int worker_setup(struct worker *w)
 	w->acc_armed = calloc((size_t)w->srv->nlisteners, sizeof(*w->acc_armed));
 	w->accept_by_poll = w->srv->cfg->max_conns > 0;
 	rc = w->acc_armed ? setup_bufs(w) : -ENOMEM;
-	if (rc < 0) {
+	if (rc < 0)
 		log_error("worker %d: buffer ring: %s", w->id, strerror(-rc));
+	else if ((rc = sandbox_ring_start(&w->ring, w->srv->cfg)) < 0)
+		log_error("worker %d: ring restrictions: %s", w->id, strerror(-rc));
+	if (rc < 0)
 		worker_free(w);
-	}
 	return rc;
 }
 
 static int setup(void *ctx, int index)
 {
 	return worker_setup(&((struct uring_shared *)ctx)->ws[index]);
+}
+
+/* Every ring is up and restricted: no more rings, before anyone serves. */
+static int all_set_up(void *ctx)
+{
+	return sandbox_forbid_new_rings(((struct uring_shared *)ctx)->srv->cfg);
 }
 
 static int serve(void *ctx, int index)
@@ -1140,7 +1150,8 @@ static int run(struct server *srv)
 	struct uring_shared sh = {.srv = srv,
 				  .wake_fds = calloc((size_t)n, sizeof(int)),
 				  .ws = calloc((size_t)n, sizeof(struct worker))};
-	struct worker_ops ops = {.ctx = &sh, .setup = setup, .serve = serve, .finish = finish};
+	struct worker_ops ops = {
+		.ctx = &sh, .setup = setup, .all_set_up = all_set_up, .serve = serve, .finish = finish};
 
 	rc = sh.wake_fds && sh.ws ? 0 : -ENOMEM;
 	for (int i = 0; sh.wake_fds && i < n; i++)

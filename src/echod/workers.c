@@ -24,6 +24,7 @@ struct start_gate {
 	int expected; /* -1 until every thread was created */
 	int arrived;
 	int err; /* the first failure: a thread that did not start, a set-up */
+	bool opened; /* every worker arrived and ops->all_set_up ran */
 };
 
 struct runner {
@@ -38,8 +39,12 @@ struct worker_thread {
 	int rc;
 };
 
-/* Arrives at the gate with this worker's set-up result; true when all may serve. */
-static bool gate_pass(struct start_gate *g, int rc)
+/*
+ * Arrives at the gate with this worker's set-up result; true when all may
+ * serve.  The first worker through runs ops->all_set_up, under the lock, so
+ * nobody serves before it returned.
+ */
+static bool gate_pass(struct start_gate *g, int rc, const struct worker_ops *ops)
 {
 	bool go;
 
@@ -50,6 +55,11 @@ static bool gate_pass(struct start_gate *g, int rc)
 	pthread_cond_broadcast(&g->cv);
 	while (g->expected < 0 || g->arrived < g->expected)
 		pthread_cond_wait(&g->cv, &g->mu);
+	if (!g->opened) {
+		g->opened = true;
+		if (!g->err && ops->all_set_up)
+			g->err = ops->all_set_up(ops->ctx);
+	}
 	go = !g->err;
 	pthread_mutex_unlock(&g->mu);
 	return go;
@@ -72,7 +82,7 @@ static void *worker_thread_main(void *arg)
 	const struct worker_ops *ops = t->r->ops;
 	int rc = ops->setup(ops->ctx, t->index);
 
-	if (gate_pass(&t->r->gate, rc))
+	if (gate_pass(&t->r->gate, rc, ops))
 		t->rc = ops->serve(ops->ctx, t->index);
 	/* Else another worker failed: nobody serves. */
 	if (rc == 0 && ops->finish)

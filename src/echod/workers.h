@@ -19,6 +19,11 @@ struct worker_ops {
 	 * -errno after undoing its own set-up.
 	 */
 	int (*setup)(void *ctx, int i);
+	/*
+	 * Optional: runs once, when every worker set up and before any serves
+	 * (uring forbids new rings there).  Returns 0, or -errno: nobody serves.
+	 */
+	int (*all_set_up)(void *ctx);
 	/* Serves until the stop; called only once every worker set up. */
 	int (*serve)(void *ctx, int i);
 	/*

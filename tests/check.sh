@@ -20,7 +20,7 @@ set -eEuo pipefail
 TSAN_MODELS="threads epoll uring"
 
 # Debian packages the tests need beyond gcc, make and python3.
-PACKAGES="libcmocka-dev liburing-dev python3-pytest python3-pytest-timeout clang libclang-rt-dev python3-matplotlib"
+PACKAGES="libcmocka-dev liburing-dev python3-pytest python3-pytest-timeout clang libclang-rt-dev python3-matplotlib python3-yaml haproxy"
 
 # Time limits, in seconds.  `make check` as a whole must stay under 20 minutes
 # on a 2-CPU machine; these only stop a step that hangs.
@@ -326,6 +326,7 @@ main()
 	step "end-to-end tests (models: ${ECHOD_MODELS:-all})"
 	e2e_tests plain build "${ECHOD_MODELS:-}"
 	run "$TEST_TIMEOUT" "$PYTHON" -m pytest -q -p no:cacheprovider tests/bench # make bench's HTML report
+	run "$TEST_TIMEOUT" "$PYTHON" -m pytest -q -rs -p no:cacheprovider tests/contrib # HAProxy config, Kubernetes manifests
 	step_done
 
 	step "build (ASan+UBSan, in $asan/)"

@@ -221,6 +221,7 @@ def lab():
         yield proxy, servers
         assert proxy.proc.poll() is None, "haproxy exited:\n" + proxy.output()
     finally:
+        print("haproxy's log:\n" + proxy.output())  # pytest shows it when a test fails
         proxy.close()
         for s in servers:
             s.close()

@@ -379,6 +379,7 @@ main()
 	step "end-to-end tests (models: ${ECHOD_MODELS:-all})"
 	e2e_tests plain build "${ECHOD_MODELS:-}"
 	run "$TEST_TIMEOUT" "$PYTHON" -m pytest -q -p no:cacheprovider tests/bench # make bench's HTML report
+	run "$TEST_TIMEOUT" "$PYTHON" -m pytest -q -rs -p no:cacheprovider tests/contrib # HAProxy config, Kubernetes manifests
 	step_done
 
 	step "build without liburing (in $nouring/): unit tests"

@@ -327,15 +327,18 @@ e2e_tests()
 	finish_tests "$rc" "$log"
 }
 
-# The build-configuration tests: they build their own trees in a temporary
-# directory, so they run once, not per sanitizer.
-build_tests()
+# pytest_tests NAME DIR [ENV...]: a pytest suite that needs no sanitizer
+# variant, run once: tests/build (builds its own trees in a temporary
+# directory), tests/bench (make bench's report from fixed results),
+# tests/contrib (the shipped HAProxy and Kubernetes files).
+pytest_tests()
 {
-	local log=$LOGDIR/build-tests.log rc=0
-	run "$E2E_TIMEOUT" env MAKE_JOBS="$JOBS" "$PYTHON" -m pytest tests/build -q -rfEs \
+	local name=$1 dir=$2 log=$LOGDIR/$1.log rc=0
+	shift 2
+	run "$E2E_TIMEOUT" env "$@" "$PYTHON" -m pytest "$dir" -q -rfEs \
 		-p no:cacheprovider 2>&1 | tee "$log" || rc=$?
 	count_pytest "$log"
-	[ "$rc" -ne 5 ] || die "$STEP_NAME: no build test ran"
+	[ "$rc" -ne 5 ] || die "$STEP_NAME: no test ran in $dir"
 	finish_tests "$rc" "$log"
 }
 
@@ -378,8 +381,11 @@ main()
 
 	step "end-to-end tests (models: ${ECHOD_MODELS:-all})"
 	e2e_tests plain build "${ECHOD_MODELS:-}"
-	run "$TEST_TIMEOUT" "$PYTHON" -m pytest -q -p no:cacheprovider tests/bench # make bench's HTML report
-	run "$TEST_TIMEOUT" "$PYTHON" -m pytest -q -rs -p no:cacheprovider tests/contrib # HAProxy config, Kubernetes manifests
+	step_done
+
+	step "make bench's report (tests/bench/) and the shipped configurations (tests/contrib/)"
+	pytest_tests bench-report tests/bench
+	pytest_tests contrib tests/contrib
 	step_done
 
 	step "build without liburing (in $nouring/): unit tests"
@@ -391,7 +397,7 @@ main()
 	step_done
 
 	step "build configurations (tests/build/)"
-	build_tests
+	pytest_tests build-tests tests/build MAKE_JOBS="$JOBS"
 	step_done
 
 	step "build (ASan+UBSan, in $asan/)"

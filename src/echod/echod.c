@@ -10,6 +10,7 @@
 #include "engine.h"
 #include "inetd.h"
 #include "log.h"
+#include "metrics_http.h"
 #include "net.h"
 #include "privs.h"
 #include "udp.h"
@@ -344,6 +345,7 @@ int main(int argc, char **argv)
 	struct config cfg;
 	const struct engine *e;
 	struct udp *udp;
+	struct metrics_http *mh;
 	char why[NET_ERRLEN];
 	bool activated;
 	char passed_over[ENGINE_WHYLEN];
@@ -368,6 +370,8 @@ int main(int argc, char **argv)
 	if (!activated)
 		open_listeners(&srv, &cfg, cfg.user ? &privs : NULL);
 	udp = open_udp(&srv, activated ? &act : NULL);
+	mh = metrics_http_open(&srv, e->name);
+	metrics_http_announce(mh);
 	mark_listening(&st, true);
 	if (cfg.user && privs_drop(&privs, why, sizeof(why)) < 0)
 		errx(1, "%s", why);
@@ -375,6 +379,7 @@ int main(int argc, char **argv)
 		errx(1, "out of memory");
 	log_engine(&srv, e, passed_over);
 	start_udp(udp);
+	metrics_http_start(mh);
 	notify_ready();
 	rc = e->run(&srv);
 	udp_stop(udp);
@@ -383,6 +388,7 @@ int main(int argc, char **argv)
 	log_debug("served %lu connections", metrics_sum(&srv.metrics, METRICS_ACCEPTED));
 	mark_listening(&st, false);
 	close_listeners(&srv);
+	metrics_http_stop(mh);
 	metrics_free(&srv.metrics);
 	return rc < 0 ? 1 : 0;
 }

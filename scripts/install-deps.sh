@@ -21,7 +21,7 @@ BUILD_PACKAGES="liburing-dev"
 #   clang                the clang build       libclang-rt-dev           libFuzzer's runtime (make fuzz)
 #   python3-matplotlib   make bench's charts   systemd                   systemd-socket-activate, systemd-analyze
 TEST_PACKAGES="libcmocka-dev python3-pytest python3-pytest-timeout clang libclang-rt-dev
-	python3-matplotlib systemd"
+	python3-matplotlib systemd prometheus"
 
 usage()
 {

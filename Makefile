@@ -179,7 +179,7 @@ clean:
 # executions and coverage per target.  FUZZ_TARGETS=conn picks some.
 FUZZ_CC      ?= clang
 FUZZ_S       ?= 60
-FUZZ_TARGETS ?= options addr conn proxy
+FUZZ_TARGETS ?= options addr conn proxy http
 FUZZ_B        = build-fuzz
 FUZZ_CFLAGS   = -std=c11 -D_GNU_SOURCE $(WARN) -O1 -g -fno-omit-frame-pointer \
 		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
@@ -191,6 +191,7 @@ FUZZ_SRC_options = src/common/opts.c src/common/net.c src/echod/config.c src/ech
 FUZZ_SRC_addr    = src/common/net.c
 FUZZ_SRC_conn    = src/echod/conn.c
 FUZZ_SRC_proxy   = src/echod/proxy.c
+FUZZ_SRC_http    = src/echod/metrics_http.c src/echod/metrics.c src/echod/log.c src/common/net.c
 
 $(FUZZ_B)/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard src/*/*.[ch])
 	@mkdir -p $(@D)

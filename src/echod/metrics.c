@@ -195,8 +195,9 @@ static void put_single(struct out *o, const char *name, const char *type, const 
 	if (v < 0)
 		return;
 	put_header(o, name, type, help);
-	/* %.17g prints integers exactly and every double back to itself. */
-	put(o, "%s %.17g\n", name, v);
+	/* 15 digits: integers below 10^15 exactly, a start time to the
+	 * microsecond, and no noise digits (1796139979.4100001). */
+	put(o, "%s %.15g\n", name, v);
 }
 
 /*

@@ -18,7 +18,7 @@ import urllib.parse
 
 import pytest
 
-from conftest import MODELS, assert_echo, recv_until_eof, wait_until
+from conftest import MODELS, assert_echo, has_ipv6_loopback, recv_until_eof, wait_until
 
 METRICS_RE = r"^echod: metrics on http://(\S+)/metrics$"
 DEADLINE_S = 1.0  # METRICS_HTTP_DEADLINE_MS
@@ -172,6 +172,19 @@ def test_silent_client_does_not_block_scrapes(echod):
         t0 = time.monotonic()
         scrape(maddr)  # another client is served while the silent one waits
         assert time.monotonic() - t0 < DEADLINE_S / 2
+
+
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback here")
+def test_metrics_on_ipv6(echod):
+    srv = echod("--metrics", "[::1]:0")
+    addr = srv.wait_for_line(METRICS_RE).group(1)
+    assert addr.startswith("[::1]:")
+    host, port = addr.rsplit(":", 1)
+    with socket.create_connection(("::1", int(port)), timeout=5) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: [::1]\r\n\r\n")
+        reply = recv_until_eof(s)
+    assert reply.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"\nechod_connections_accepted_total 0\n" in reply
 
 
 def test_metrics_address_checks(run_echod):

@@ -366,11 +366,13 @@ int main(int argc, char **argv)
 	srv.workers = worker_count(&cfg, e);
 	atomic_init(&srv.nconns, 0);
 	srv.stop_fd = start_signal_thread(&st, &srv);
+	/* First: a --metrics address in use fails the start before any
+	 * "listening on" line tells a script echod is up. */
+	mh = metrics_http_open(&srv, e->name);
 	activated = take_activated(&srv, &act) > 0;
 	if (!activated)
 		open_listeners(&srv, &cfg, cfg.user ? &privs : NULL);
 	udp = open_udp(&srv, activated ? &act : NULL);
-	mh = metrics_http_open(&srv, e->name);
 	metrics_http_announce(mh);
 	mark_listening(&st, true);
 	if (cfg.user && privs_drop(&privs, why, sizeof(why)) < 0)

@@ -201,6 +201,8 @@ def test_metrics_port_in_use(run_echod):
         port = busy.getsockname()[1]
         r = run_echod("-l", "127.0.0.1:0", "--metrics", f"127.0.0.1:{port}")
     assert r.returncode == 1 and "--metrics" in r.stderr
+    # Nothing told a script waiting for "listening on" that echod was up.
+    assert "listening on" not in r.stderr
 
 
 def test_stops_cleanly_with_metrics(echod):

@@ -300,3 +300,32 @@ def test_prometheus_scrapes_echod(echod, prometheus, model):
         base, "echod_bytes_received_total")
     info = prom_query(base, "echod_info")
     assert info and info[0]["metric"]["engine"] == model
+
+
+def test_udp_answered_and_rate_limited(echod):
+    srv = echod("--udp", "--udp-rate", "10", "-w", "1", "--metrics", "127.0.0.1:0", listeners=2)
+    maddr = srv.wait_for_line(METRICS_RE).group(1)
+    (udp,) = [a for kind, a in srv.listening if kind == "udp"]
+    host, port = udp.rsplit(":", 1)
+    sent = 40
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        for i in range(sent):
+            s.sendto(b"dgram %d" % i, (host, int(port)))
+        rate = 'echod_udp_datagrams_dropped_total{reason="rate_limit"}'
+        answered = "echod_udp_datagrams_answered_total"
+        final = wait_until(lambda: (lambda m: m if m[answered] + m[rate] == sent else None)(
+            scraped(maddr)), timeout=10)
+        assert final, scraped(maddr)
+        replies = 0
+        s.setblocking(False)
+        while True:
+            try:
+                s.recv(100)
+                replies += 1
+            except BlockingIOError:
+                break
+    # One second's burst (10) is answered, most of the rest dropped and counted.
+    assert final[answered] == replies >= 10
+    assert final[rate] >= sent - 20
+    assert final['echod_udp_datagrams_dropped_total{reason="loop_guard"}'] == 0

@@ -112,11 +112,12 @@ FORCE:
 # program links only its own modules and the common ones.
 COMMON = common/net common/opts
 ECHOD  = $(addprefix echod/,echod engine engine_iterative engine_threads \
-           engine_epoll engine_uring workers spill privs conn log metrics udp config proxy \
-           activation inetd sandbox) $(COMMON)
+           engine_epoll engine_uring workers spill privs conn log metrics metrics_http udp config \
+           proxy activation inetd sandbox) $(COMMON)
 ECHOC  = $(addprefix echoc/,echoc echoc_config echoc_udp bench bench_pattern bench_worker \
            bench_tcp bench_udp bench_report hist) $(COMMON)
-UNIT   = conn net config hist bench udp log proxy activation epoll uring workers spill sandbox
+UNIT   = conn net config hist bench udp log proxy activation epoll uring workers spill sandbox \
+         metrics
 # Modules the unit tests link (the rest they #include whole, to reach statics).
 UNIT_OBJS = $(COMMON) echod/config echod/conn echod/log echod/metrics echod/proxy echod/spill \
             echoc/echoc_config echoc/bench_pattern echoc/hist
@@ -192,7 +193,7 @@ clean:
 # executions and coverage per target.  FUZZ_TARGETS=conn picks some.
 FUZZ_CC      ?= clang
 FUZZ_S       ?= 60
-FUZZ_TARGETS ?= options addr conn proxy
+FUZZ_TARGETS ?= options addr conn proxy http
 FUZZ_B        = build-fuzz
 FUZZ_CFLAGS   = -std=c11 -D_GNU_SOURCE $(WARN) -O1 -g -fno-omit-frame-pointer \
 		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
@@ -204,6 +205,7 @@ FUZZ_SRC_options = src/common/opts.c src/common/net.c src/echod/config.c src/ech
 FUZZ_SRC_addr    = src/common/net.c
 FUZZ_SRC_conn    = src/echod/conn.c
 FUZZ_SRC_proxy   = src/echod/proxy.c
+FUZZ_SRC_http    = src/echod/metrics_http.c src/echod/metrics.c src/echod/log.c src/common/net.c
 
 $(FUZZ_B)/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard src/*/*.[ch])
 	@mkdir -p $(@D)

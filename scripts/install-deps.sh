@@ -23,7 +23,7 @@ BUILD_PACKAGES="liburing-dev libseccomp-dev"
 #   python3-matplotlib   make bench's charts   systemd                   systemd-socket-activate, systemd-analyze
 #   haproxy              contrib/haproxy       python3-yaml              contrib/kubernetes's manifests
 TEST_PACKAGES="libcmocka-dev python3-pytest python3-pytest-timeout clang libclang-rt-dev
-	python3-matplotlib systemd haproxy python3-yaml"
+	python3-matplotlib systemd haproxy python3-yaml prometheus"
 
 usage()
 {

@@ -48,6 +48,9 @@ static const struct opt echod_opts[] = {
 	 "socket there is answered until idle for --idle-timeout (default 10 s)"},
 	{"no-sandbox", 0, OPT_FLAG, FIELD(no_sandbox), NULL, 0, 0, NULL,
 	 "do not confine the process after start-up (seccomp, Landlock, no new privileges)"},
+	{"metrics", 0, OPT_ADDR, FIELD(metrics), "ADDR", 0, 0, NULL,
+	 "serve Prometheus metrics at http://ADDR/metrics; ADDR as for --listen, TCP only "
+	 "(off by default)"},
 	{"verbose", 'v', OPT_COUNT, FIELD(verbose), NULL, 0, 0, NULL, "log every connection"},
 	{"quiet", 'q', OPT_FLAG, FIELD(quiet), NULL, 0, 0, NULL,
 	 "log errors only (the listening lines are still printed)"},
@@ -100,6 +103,22 @@ static int validate_udp(struct config *cfg, char *err, size_t errlen)
 	return 0;
 }
 
+/* --metrics serves HTTP over TCP, beside listeners of echod's own. */
+static int validate_metrics(const struct config *cfg, char *err, size_t errlen)
+{
+	for (int i = 0; i < cfg->metrics.n; i++)
+		if (cfg->metrics.addr[i].is_unix) {
+			snprintf(err, errlen, "--metrics needs a TCP address, not unix:%s",
+				 cfg->metrics.addr[i].path);
+			return -EINVAL;
+		}
+	if (cfg->metrics.n && cfg->inetd) {
+		snprintf(err, errlen, "cannot use --metrics with --inetd (one connection, no listener)");
+		return -EINVAL;
+	}
+	return 0;
+}
+
 /* Checks the clashes between options, once every option is known. */
 static int validate(struct config *cfg, char *err, size_t errlen)
 {
@@ -114,6 +133,8 @@ static int validate(struct config *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot use --verbose with --quiet");
 		return -EINVAL;
 	}
+	if (validate_metrics(cfg, err, errlen) < 0)
+		return -EINVAL;
 	if (!cfg->buffer_bytes)
 		cfg->buffer_bytes = cfg->once ? CONFIG_ONCE_BUFFER : CONFIG_STREAM_BUFFER;
 	return validate_udp(cfg, err, errlen);

@@ -26,6 +26,7 @@ struct config {
 	bool udp_allow_low_ports; /* answer the well-known service ports too */
 	bool inetd;		  /* serve the socket on standard input, then exit */
 	bool no_sandbox;	  /* do not confine the process after start-up */
+	struct addr_list metrics; /* --metrics: where to serve /metrics (TCP only) */
 };
 
 #define CONFIG_ONCE_BUFFER   1024

@@ -11,6 +11,7 @@
 #include "engine.h"
 #include "inetd.h"
 #include "log.h"
+#include "metrics_http.h"
 #include "net.h"
 #include "privs.h"
 #include "sandbox.h"
@@ -370,6 +371,7 @@ int main(int argc, char **argv)
 	struct config cfg;
 	const struct engine *e;
 	struct udp *udp;
+	struct metrics_http *mh;
 	char why[NET_ERRLEN];
 	bool activated;
 	char passed_over[ENGINE_WHYLEN];
@@ -390,11 +392,15 @@ int main(int argc, char **argv)
 	srv.workers = worker_count(&cfg, e);
 	atomic_init(&srv.nconns, 0);
 	srv.stop_fd = block_signals(&st, &srv);
+	/* First: a --metrics address in use fails the start before any
+	 * "listening on" line tells a script echod is up. */
+	mh = metrics_http_open(&srv, e->name);
 	activated = take_activated(&srv, &act) > 0;
 	if (!activated)
 		open_listeners(&srv, &cfg, cfg.user ? &privs : NULL);
 	udp = open_udp(&srv, activated ? &act : NULL);
 	srv.serves_udp = udp != NULL;
+	metrics_http_announce(mh);
 	mark_listening(&st, true);
 	if (cfg.user && privs_drop(&privs, why, sizeof(why)) < 0)
 		errx(1, "%s", why);
@@ -404,6 +410,7 @@ int main(int argc, char **argv)
 	confine(&srv, e);
 	start_signal_thread(&st);
 	start_udp(udp);
+	metrics_http_start(mh);
 	notify_ready();
 	rc = e->run(&srv);
 	udp_stop(udp);
@@ -412,6 +419,7 @@ int main(int argc, char **argv)
 	log_debug("served %lu connections", metrics_sum(&srv.metrics, METRICS_ACCEPTED));
 	mark_listening(&st, false);
 	close_listeners(&srv);
+	metrics_http_stop(mh);
 	metrics_free(&srv.metrics);
 	return rc < 0 ? 1 : 0;
 }

@@ -8,6 +8,7 @@
 #define ECHOD_METRICS_H
 
 #include <stdatomic.h>
+#include <stddef.h>
 
 enum metrics_counter {
 	METRICS_ACCEPTED,
@@ -66,6 +67,43 @@ static inline void metrics_add(struct metrics_worker *w, enum metrics_counter c,
 
 /* The sum over every worker. */
 unsigned long metrics_sum(const struct metrics *m, enum metrics_counter c);
+/* The name of the counter's family, "echod_bytes_sent_total" (several
+ * counters share a family, told apart by a reason label). */
 const char *metrics_name(enum metrics_counter c);
+
+/*
+ * The exposition (Prometheus text format 0.0.4).  Every counter of the enum
+ * is one row of metrics.c's table: its family (name, HELP, TYPE) and the
+ * value of the family's label, if it has one.
+ */
+
+/* What the process reports about itself; a field < 0 is left out. */
+struct metrics_process {
+	double cpu_seconds;	/* user + system */
+	double resident_bytes;
+	double virtual_bytes;
+	double open_fds;
+	double max_fds;
+	double start_time; /* seconds since the epoch */
+};
+
+/* Everything one scrape shows, gathered first so the text is a pure function of it. */
+struct metrics_snapshot {
+	unsigned long counters[METRICS_NCOUNTERS];
+	long active; /* connections being served */
+	const char *version;
+	const char *engine;
+	struct metrics_process process;
+};
+
+/* Sums every counter over the workers into s->counters. */
+void metrics_snapshot_counters(const struct metrics *m, struct metrics_snapshot *s);
+
+/*
+ * Writes the exposition of s into buf (NUL-terminated).  Returns its length,
+ * or -1 when cap is too small (METRICS_TEXT_MAX always suffices).
+ */
+#define METRICS_TEXT_MAX 16384
+int metrics_render(const struct metrics_snapshot *s, char *buf, size_t cap);
 
 #endif

@@ -286,6 +286,21 @@ static const struct rule udp_calls[] = {
 	ANY(pipe2),
 };
 
+/*
+ * --metrics: the HTTP thread (metrics_http.c) accepts and answers scrapes,
+ * and re-reads /proc/self/stat and /proc/self/fd through descriptors it
+ * opened before the sandbox (it never opens a file afterwards).
+ */
+static const struct rule metrics_calls[] = {
+	ANY(accept4),
+	ANY(recvfrom),
+	ANY(getrusage),
+	ANY(prlimit64),
+	ANY(pread64),
+	ANY(lseek),
+	ANY(getdents64),
+};
+
 /* unix: listeners: removed at exit (Landlock limits where). */
 static const struct rule unix_calls[] = {
 	ANY(unlink),
@@ -452,13 +467,15 @@ static int add_refusals(scmp_filter_ctx ctx)
 static int build_filter(scmp_filter_ctx ctx, const struct server *srv, const char *engine,
 			int *ncalls)
 {
-	struct table parts[5] = {TABLE(base_calls), engine_table(engine)};
+	struct table parts[6] = {TABLE(base_calls), engine_table(engine)};
 	int nparts = 2, rc;
 
 	if (srv->serves_udp)
 		parts[nparts++] = TABLE(udp_calls);
 	if (has_unix_listener(srv))
 		parts[nparts++] = TABLE(unix_calls);
+	if (srv->cfg->metrics.n > 0)
+		parts[nparts++] = TABLE(metrics_calls);
 	if (SANDBOX_SANITIZER)
 		parts[nparts++] = TABLE(sanitizer_calls);
 	rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1);

@@ -25,6 +25,7 @@ struct config {
 	long udp_rate;		  /* datagrams/s per source, 0 = unlimited */
 	bool udp_allow_low_ports; /* answer the well-known service ports too */
 	bool inetd;		  /* serve the socket on standard input, then exit */
+	bool proxy_protocol;	  /* every stream connection starts with a PROXY header */
 };
 
 #define CONFIG_ONCE_BUFFER   1024

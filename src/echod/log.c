@@ -186,6 +186,50 @@ void log_msg(enum log_level level, const char *fmt, ...)
 		write_line(line, format_text(line, msg));
 }
 
+/* Appends the fields to a json line before its closing brace. */
+static size_t json_fields(char *line, size_t len, const struct log_field *f, int n)
+{
+	for (int i = 0; i < n && len + 8 < LOG_LINE_MAX; i++) {
+		len += (size_t)snprintf(line + len, LOG_LINE_MAX - len, ",\"%s\":", f[i].key);
+		if (len + 8 >= LOG_LINE_MAX)
+			break;
+		if (!f[i].str) {
+			len += (size_t)snprintf(line + len, LOG_LINE_MAX - len, "%llu", f[i].num);
+			continue;
+		}
+		line[len++] = '"';
+		len = json_escape(line, len, LOG_LINE_MAX - 3, f[i].str);
+		line[len++] = '"';
+	}
+	return len < LOG_LINE_MAX - 2 ? len : LOG_LINE_MAX - 2;
+}
+
+void log_fields(enum log_level level, const char *msg, const struct log_field *f, int n)
+{
+	char text[LOG_LINE_MAX], line[LOG_LINE_MAX + 1];
+	size_t len;
+
+	if (!log_enabled(level))
+		return;
+	if (log_json) {
+		len = format_json(line, level, msg);
+		len = json_fields(line, len - 1, f, n); /* over the closing brace */
+		line[len++] = '}';
+		write_line(line, len);
+		return;
+	}
+	len = (size_t)snprintf(text, sizeof(text), "%s", msg);
+	for (int i = 0; i < n && len < sizeof(text); i++) {
+		if (f[i].str)
+			len += (size_t)snprintf(text + len, sizeof(text) - len, " %s=%s", f[i].key,
+						f[i].str);
+		else
+			len += (size_t)snprintf(text + len, sizeof(text) - len, " %s=%llu",
+						f[i].key, f[i].num);
+	}
+	write_line(line, format_text(line, text));
+}
+
 void log_always(const char *fmt, ...)
 {
 	char msg[LOG_LINE_MAX], line[LOG_LINE_MAX + 1];

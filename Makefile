@@ -105,7 +105,7 @@ ECHOD  = $(addprefix echod/,echod engine engine_iterative engine_threads \
            proxy proxy_stage activation inetd) $(COMMON)
 ECHOC  = $(addprefix echoc/,echoc echoc_config echoc_udp bench bench_pattern bench_worker \
            bench_tcp bench_udp bench_report hist) $(COMMON)
-UNIT   = conn net config hist bench udp log proxy activation epoll uring workers spill
+UNIT   = conn conn_end net config hist bench udp log proxy activation epoll uring workers spill
 # Modules the unit tests link (the rest they #include whole, to reach statics).
 UNIT_OBJS = $(COMMON) echod/config echod/conn echod/conn_end echod/log echod/metrics echod/proxy \
             echod/proxy_stage echod/spill \

@@ -186,22 +186,31 @@ void log_msg(enum log_level level, const char *fmt, ...)
 		write_line(line, format_text(line, msg));
 }
 
-/* Appends the fields to a json line before its closing brace. */
+/*
+ * Appends the fields to a json line whose closing brace was taken off.  A
+ * member that does not fit whole is left out, with every one after it; a
+ * string value is cut cleanly as messages are.  Leaves room for the brace.
+ */
 static size_t json_fields(char *line, size_t len, const struct log_field *f, int n)
 {
-	for (int i = 0; i < n && len + 8 < LOG_LINE_MAX; i++) {
-		len += (size_t)snprintf(line + len, LOG_LINE_MAX - len, ",\"%s\":", f[i].key);
-		if (len + 8 >= LOG_LINE_MAX)
+	enum { NUM_MAX = 24 }; /* digits of an unsigned long long, and slack */
+	const size_t cap = LOG_LINE_MAX - 2;
+
+	for (int i = 0; i < n; i++) {
+		size_t head = strlen(f[i].key) + 4; /* ,"key": */
+
+		if (len + head + (f[i].str ? 2 : NUM_MAX) > cap)
 			break;
+		len += (size_t)snprintf(line + len, cap - len, ",\"%s\":", f[i].key);
 		if (!f[i].str) {
-			len += (size_t)snprintf(line + len, LOG_LINE_MAX - len, "%llu", f[i].num);
+			len += (size_t)snprintf(line + len, cap - len, "%llu", f[i].num);
 			continue;
 		}
 		line[len++] = '"';
-		len = json_escape(line, len, LOG_LINE_MAX - 3, f[i].str);
+		len = json_escape(line, len, cap - 1, f[i].str);
 		line[len++] = '"';
 	}
-	return len < LOG_LINE_MAX - 2 ? len : LOG_LINE_MAX - 2;
+	return len;
 }
 
 void log_fields(enum log_level level, const char *msg, const struct log_field *f, int n)

@@ -213,6 +213,35 @@ static size_t json_fields(char *line, size_t len, const struct log_field *f, int
 	return len;
 }
 
+/*
+ * Appends " key=value" to a text message, the value in double quotes (with
+ * \" and \\ inside) when it holds a space or a quote, so that key=value
+ * pairs split unambiguously.  Returns the new length (>= cap when cut).
+ */
+static size_t text_field(char *out, size_t len, size_t cap, const char *key, const char *v)
+{
+	bool quote = strpbrk(v, " \"") != NULL;
+
+	len += (size_t)snprintf(out + len, cap - len, " %s=%s", key, quote ? "\"" : "");
+	if (len >= cap)
+		return cap;
+	if (!quote) {
+		len += (size_t)snprintf(out + len, cap - len, "%s", v);
+		return len < cap ? len : cap;
+	}
+	/* Room for an escaped character, the closing quote and the NUL. */
+	for (; *v && len + 4 <= cap; v++) {
+		if (*v == '"' || *v == '\\')
+			out[len++] = '\\';
+		out[len++] = *v;
+	}
+	if (len + 2 > cap)
+		return cap; /* snprintf left it terminated */
+	out[len++] = '"';
+	out[len] = '\0';
+	return len;
+}
+
 void log_fields(enum log_level level, const char *msg, const struct log_field *f, int n)
 {
 	char text[LOG_LINE_MAX], line[LOG_LINE_MAX + 1];
@@ -230,8 +259,7 @@ void log_fields(enum log_level level, const char *msg, const struct log_field *f
 	len = (size_t)snprintf(text, sizeof(text), "%s", msg);
 	for (int i = 0; i < n && len < sizeof(text); i++) {
 		if (f[i].str)
-			len += (size_t)snprintf(text + len, sizeof(text) - len, " %s=%s", f[i].key,
-						f[i].str);
+			len = text_field(text, len, sizeof(text), f[i].key, f[i].str);
 		else
 			len += (size_t)snprintf(text + len, sizeof(text) - len, " %s=%llu",
 						f[i].key, f[i].num);

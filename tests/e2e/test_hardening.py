@@ -218,7 +218,7 @@ def _serve_evil_client(short_dir, model, *extra):
             c.connect(path)
             c.sendall(b"hi\n")
             assert recv_exactly(c, 3) == b"hi\n"
-        assert wait_until(lambda: b"peer=" + short_dir.encode() in open(log, "rb").read()
+        assert wait_until(lambda: b'peer="' + short_dir.encode() in open(log, "rb").read()
                           or b'"peer":"' + short_dir.encode() in open(log, "rb").read()), \
             "echod -v did not log the connection"
         proc.send_signal(signal.SIGTERM)
@@ -237,9 +237,11 @@ def test_text_log_escapes_a_peer_name_that_forges_a_line(short_dir, model):
     assert not [ln for ln in lines if ln.startswith(FORGED)], lines
     for ln in lines:
         assert all(0x20 <= b < 0x7f for b in ln), f"raw control or non-ASCII byte in {ln!r}"
-    conn = [ln for ln in lines if b"connection ended " in ln and b"peer=" + short_dir.encode() in ln]
+    conn = [ln for ln in lines
+            if b"connection ended " in ln and b'peer="' + short_dir.encode() in ln]
     assert len(conn) == 1, lines
-    assert conn[0].endswith(b"c\\x0a" + FORGED + b"\\xff\\xfe\\x1b[2J"), conn[0]
+    # Quoted, as the name holds spaces.
+    assert conn[0].endswith(b"c\\x0a" + FORGED + b"\\xff\\xfe\\x1b[2J\""), conn[0]
 
 
 @pytest.mark.parametrize("model", MODELS)

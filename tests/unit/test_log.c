@@ -220,13 +220,30 @@ static void test_fields_as_text_and_json(void **state)
 	(void)state;
 	n = capture_fields(false, f, 3, out, sizeof(out));
 	assert_one_line(out, n);
+	/* Quoted: it holds a quote; the log's own escaping comes on top. */
 	assert_string_equal(out, "echod: connection ended end=eof bytes_in=18446744073709551615 "
-				 "peer=/tmp/a\\x0a\"b\\xff\n");
+				 "peer=\"/tmp/a\\x0a\\\\\"b\\xff\"\n");
 	n = capture_fields(true, f, 3, out, sizeof(out));
 	assert_one_line(out, n);
 	assert_non_null(strstr(out, "\"level\":\"debug\",\"msg\":\"connection ended\",\"end\":\"eof\","
 				    "\"bytes_in\":18446744073709551615,"
 				    "\"peer\":\"/tmp/a\\u000a\\\"b\\u00ff\"}\n"));
+}
+
+/* A value with a space is quoted, so that key=value pairs split cleanly. */
+static void test_text_values_with_spaces_are_quoted(void **state)
+{
+	const struct log_field f[] = {
+		{"detail", "v1: bad port", 0},
+		{"peer", "1.2.3.4:5", 0},
+	};
+	char out[4096];
+	size_t n;
+
+	(void)state;
+	n = capture_fields(false, f, 2, out, sizeof(out));
+	assert_one_line(out, n);
+	assert_string_equal(out, "echod: connection ended detail=\"v1: bad port\" peer=1.2.3.4:5\n");
 }
 
 /* Fields that do not fit are left out whole: the JSON line still parses. */
@@ -258,6 +275,7 @@ int main(void)
 		cmocka_unit_test(test_long_messages_are_cut_cleanly),
 		cmocka_unit_test(test_log_always_is_escaped_too),
 		cmocka_unit_test(test_fields_as_text_and_json),
+		cmocka_unit_test(test_text_values_with_spaces_are_quoted),
 		cmocka_unit_test(test_json_fields_that_do_not_fit_are_left_out),
 	};
 

@@ -20,8 +20,9 @@ BUILD_PACKAGES="liburing-dev"
 #   libcmocka-dev        unit tests            python3-pytest(-timeout)  end-to-end tests
 #   clang                the clang build       libclang-rt-dev           libFuzzer's runtime (make fuzz)
 #   python3-matplotlib   make bench's charts   systemd                   systemd-socket-activate, systemd-analyze
+#   haproxy              test_haproxy.py (--proxy-protocol behind a balancer)
 TEST_PACKAGES="libcmocka-dev python3-pytest python3-pytest-timeout clang libclang-rt-dev
-	python3-matplotlib systemd"
+	python3-matplotlib systemd haproxy"
 
 usage()
 {

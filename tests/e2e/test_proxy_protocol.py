@@ -185,6 +185,17 @@ def test_a_header_of_the_largest_accepted_size(echod, model):
         assert recv_exactly(s, 3000) == b"z" * 3000
 
 
+@pytest.mark.parametrize("model", MODELS)
+def test_once_echoes_the_chunk_after_the_header(echod, model):
+    srv = serve(echod, model, "--once")
+    with connect(srv) as s:
+        s.sendall(v2() + b"only this")
+        assert recv_exactly(s, 9) == b"only this"
+        s.shutdown(socket.SHUT_WR)
+        assert s.recv(1) == b""
+    assert end_line(srv, "once")["peer"] == "192.0.2.1:40000"
+
+
 def test_without_the_option_a_header_is_echoed_like_any_data(echod):
     srv = echod("-m", "epoll")
     with connect(srv) as s:

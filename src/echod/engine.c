@@ -368,8 +368,10 @@ static int accept_ready(struct accept_loop *al, struct pollfd *lpfd, int n)
 		if (!(lpfd[i].revents & POLLIN))
 			continue;
 		rc = accept_one(al, lpfd[i].fd);
-		if (rc == -EBUSY) /* full: until a slot frees */
+		if (rc == -EBUSY) { /* full: until a slot frees */
+			metrics_add(al->m, METRICS_MAXCONNS_PAUSES, 1);
 			return al->wake_fd >= 0 ? 60000 : ENGINE_ACCEPT_PAUSE_MS;
+		}
 		if (rc < 0 && net_accept_error_next(rc) == NET_ACCEPT_PAUSE) {
 			metrics_add(al->m, METRICS_ACCEPT_PAUSES, 1);
 			engine_log_accept_error(rc);

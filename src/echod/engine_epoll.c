@@ -305,6 +305,7 @@ static void handle_accept(struct worker *w, int lfd)
 			continue;
 		if (rc == -EBUSY) {
 			/* Leave the backlog be until a slot frees (wake_all). */
+			metrics_add(w->m, METRICS_MAXCONNS_PAUSES, 1);
 			w->full = true;
 			set_listening(w, false);
 			return;

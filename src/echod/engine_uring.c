@@ -170,6 +170,7 @@ struct worker {
 	bool *acc_armed;
 	bool accept_by_poll; /* --max-conns: poll listeners, accept(2) per free slot */
 	bool full;	     /* listeners unwatched: every --max-conns slot is taken */
+	bool full_counted;   /* this pause is counted; a wake-up starts a new one */
 	uint64_t pause_until;
 	bool stopping;
 	uint64_t now;	/* ms, read once per batch */
@@ -911,6 +912,10 @@ static void on_listen(struct worker *w, struct io_uring_cqe *cqe)
 			int fd, err;
 
 			if (!server_take_slot(w->srv)) {
+				/* scan() retries every SCAN_MS: count the pause once. */
+				if (!w->full_counted)
+					metrics_add(w->m, METRICS_MAXCONNS_PAUSES, 1);
+				w->full_counted = true;
 				w->full = true; /* until a wake-up, or the next scan */
 				break;
 			}
@@ -960,6 +965,7 @@ static void on_wake(struct worker *w, int res)
 		return;
 	}
 	arm_wake(w);
+	w->full_counted = false;
 	if (w->full) {
 		w->full = false;
 		arm_accepts(w);

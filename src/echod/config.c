@@ -49,9 +49,9 @@ static const struct opt echod_opts[] = {
 	 "serve the one connection on standard input (inetd, systemd Accept=yes), then exit; a UDP "
 	 "socket there is answered until idle for --idle-timeout (default 10 s)"},
 	{"proxy-protocol", 0, OPT_FLAG, FIELD(proxy_protocol), NULL, 0, 0, NULL,
-	 "every TCP connection must start with a PROXY protocol header (v1 or v2, as HAProxy "
-	 "sends): it is consumed, never echoed, and its address is the one logged; a missing, "
-	 "bad or slow (5 s) header closes the connection"},
+	 "every TCP (and unix stream) connection must start with a PROXY protocol header (v1 or "
+	 "v2, as HAProxy sends): it is consumed, never echoed, and its address is the one logged; "
+	 "a missing, bad or slow (5 s) header closes the connection"},
 	{"verbose", 'v', OPT_COUNT, FIELD(verbose), NULL, 0, 0, NULL, "log every connection"},
 	{"quiet", 'q', OPT_FLAG, FIELD(quiet), NULL, 0, 0, NULL,
 	 "log errors only (the listening lines are still printed)"},

@@ -9,9 +9,12 @@ test.  Every test runs against every engine.
 """
 
 import ipaddress
+import os
 import re
 import socket
+import shutil
 import struct
+import tempfile
 import time
 
 import pytest
@@ -194,6 +197,28 @@ def test_once_echoes_the_chunk_after_the_header(echod, model):
         s.shutdown(socket.SHUT_WR)
         assert s.recv(1) == b""
     assert end_line(srv, "once")["peer"] == "192.0.2.1:40000"
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_unix_stream_connections_need_the_header_too(echod, model):
+    d = tempfile.mkdtemp(prefix="pp", dir="/tmp")
+    try:
+        path = os.path.join(d, "s")
+        srv = echod("-m", model, "-v", "--proxy-protocol", "-l", f"unix:{path}")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(5)
+            s.connect(path)
+            s.sendall(v1() + b"over unix")
+            assert recv_exactly(s, 9) == b"over unix"
+        assert end_line(srv, "eof")["peer"] == "192.0.2.1:40000"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(5)
+            s.connect(path)
+            s.sendall(b"no header")
+            closed_without_echo(s)
+        end_line(srv, "proxy-missing")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def test_without_the_option_a_header_is_echoed_like_any_data(echod):

@@ -21,11 +21,11 @@
 
 /* How a connection ended: one vocabulary for the counters and the log line. */
 enum conn_end {
-	CONN_END_EOF,	  /* the peer ended the stream and got all its echo */
-	CONN_END_RESET,	  /* reset, broken pipe, or a local failure (out of memory) */
-	CONN_END_IDLE,	  /* --idle-timeout */
-	CONN_END_GRACE,	  /* still open when --grace ran out after a stop */
-	CONN_END_ONCE,	  /* --once: the one echo delivered */
+	CONN_END_EOF,		/* the peer ended the stream and got all its echo */
+	CONN_END_RESET,		/* reset, broken pipe, or a local failure (out of memory) */
+	CONN_END_IDLE,		/* --idle-timeout */
+	CONN_END_GRACE,		/* still open when --grace ran out after a stop */
+	CONN_END_ONCE,		/* --once: the one echo delivered */
 	CONN_END_PROXY_MISSING, /* --proxy-protocol refusals, proxy.h's reasons */
 	CONN_END_PROXY_MALFORMED,
 	CONN_END_PROXY_OVERSIZED,

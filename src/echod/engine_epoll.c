@@ -505,8 +505,7 @@ static void handle_conn(struct worker *w, struct econn *ec, uint32_t events)
 }
 
 /* Closes connections whose deadline passed, from the head of list l. */
-static void expire_list(struct worker *w, struct conn_list *l, uint64_t now,
-			enum conn_end end)
+static void expire_list(struct worker *w, struct conn_list *l, uint64_t now, enum conn_end end)
 {
 	while (l->head && l->head->deadline && l->head->deadline <= now) {
 		struct econn *ec = l->head;

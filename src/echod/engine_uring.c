@@ -1068,8 +1068,8 @@ static void scan(struct worker *w)
 static bool needs_timer(const struct worker *w)
 {
 	return ((w->srv->cfg->idle_timeout_ms || w->srv->cfg->proxy_protocol) && w->live) ||
-	       w->ndraining || w->stopping ||
-	       w->nstarved || w->pause_until || w->full || w->nring_sends;
+	       w->ndraining || w->stopping || w->nstarved || w->pause_until || w->full ||
+	       w->nring_sends;
 }
 
 /*

@@ -23,10 +23,10 @@
 #include <sys/socket.h>
 
 struct proxy_stage {
-	uint8_t *hdr;	   /* PROXY_HEADER_MAX bytes; NULL once the header is done */
-	size_t len;	   /* bytes in hdr */
-	size_t consumed;   /* PROXY_OK: the header's length; hdr[consumed..len) is data */
-	uint64_t deadline; /* ms: no verdict by then is PROXY_ERR_TIMEOUT */
+	uint8_t *hdr;		     /* PROXY_HEADER_MAX bytes; NULL once the header is done */
+	size_t len;		     /* bytes in hdr */
+	size_t consumed;	     /* PROXY_OK: the header's length; hdr[consumed..len) is data */
+	uint64_t deadline;	     /* ms: no verdict by then is PROXY_ERR_TIMEOUT */
 	struct sockaddr_storage src; /* the client, when src_len > 0 */
 	socklen_t src_len;	     /* 0: use the real peer (LOCAL, UNKNOWN, UNSPEC) */
 };

@@ -225,9 +225,10 @@ static void test_fields_as_text_and_json(void **state)
 				 "peer=\"/tmp/a\\x0a\\\\\"b\\xff\"\n");
 	n = capture_fields(true, f, 3, out, sizeof(out));
 	assert_one_line(out, n);
-	assert_non_null(strstr(out, "\"level\":\"debug\",\"msg\":\"connection ended\",\"end\":\"eof\","
-				    "\"bytes_in\":18446744073709551615,"
-				    "\"peer\":\"/tmp/a\\u000a\\\"b\\u00ff\"}\n"));
+	assert_non_null(strstr(out,
+			       "\"level\":\"debug\",\"msg\":\"connection ended\",\"end\":\"eof\","
+			       "\"bytes_in\":18446744073709551615,"
+			       "\"peer\":\"/tmp/a\\u000a\\\"b\\u00ff\"}\n"));
 }
 
 /* A value with a space is quoted, so that key=value pairs split cleanly. */
@@ -243,7 +244,8 @@ static void test_text_values_with_spaces_are_quoted(void **state)
 	(void)state;
 	n = capture_fields(false, f, 2, out, sizeof(out));
 	assert_one_line(out, n);
-	assert_string_equal(out, "echod: connection ended detail=\"v1: bad port\" peer=1.2.3.4:5\n");
+	assert_string_equal(out,
+			    "echod: connection ended detail=\"v1: bad port\" peer=1.2.3.4:5\n");
 }
 
 /* Fields that do not fit are left out whole: the JSON line still parses. */

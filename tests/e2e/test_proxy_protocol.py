@@ -14,12 +14,13 @@ import re
 import socket
 import shutil
 import struct
+import subprocess
 import tempfile
 import time
 
 import pytest
 
-from conftest import MODELS, recv_exactly
+from conftest import ECHOD, MODELS, recv_exactly
 
 # The spec's 12-byte v2 signature.
 V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -219,6 +220,29 @@ def test_unix_stream_connections_need_the_header_too(echod, model):
         end_line(srv, "proxy-missing")
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_inetd_connection_with_a_header(tmp_path):
+    """echod --inetd --proxy-protocol: the one connection on standard input."""
+    with socket.create_server(("127.0.0.1", 0)) as lsn, \
+            socket.create_connection(lsn.getsockname(), timeout=5) as client:
+        conn, _ = lsn.accept()
+        with conn, open(tmp_path / "err", "wb") as err:
+            proc = subprocess.Popen([ECHOD, "--inetd", "--proxy-protocol", "-v"],
+                                    stdin=conn.fileno(), stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            client.sendall(v2()[:9])
+            client.sendall(v2()[9:] + b"via inetd")
+            assert recv_exactly(client, 9) == b"via inetd"
+            client.shutdown(socket.SHUT_WR)
+            assert client.recv(1) == b""
+            assert proc.wait(timeout=10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    log = (tmp_path / "err").read_text()
+    assert re.search(r"connection ended end=eof .*peer=192\.0\.2\.1:40000$", log, re.M), log
 
 
 def test_without_the_option_a_header_is_echoed_like_any_data(echod):

@@ -112,14 +112,15 @@ FORCE:
 # program links only its own modules and the common ones.
 COMMON = common/net common/opts
 ECHOD  = $(addprefix echod/,echod engine engine_iterative engine_threads \
-           engine_epoll engine_uring workers spill privs conn log metrics metrics_http udp config \
-           proxy activation inetd sandbox) $(COMMON)
+           engine_epoll engine_uring workers spill privs conn conn_end log metrics metrics_http udp \
+           config proxy proxy_stage activation inetd sandbox) $(COMMON)
 ECHOC  = $(addprefix echoc/,echoc echoc_config echoc_udp bench bench_pattern bench_worker \
            bench_tcp bench_udp bench_report hist) $(COMMON)
-UNIT   = conn net config hist bench udp log proxy activation epoll uring workers spill sandbox \
-         metrics
+UNIT   = conn conn_end net config hist bench udp log proxy activation epoll uring workers spill \
+         sandbox metrics
 # Modules the unit tests link (the rest they #include whole, to reach statics).
-UNIT_OBJS = $(COMMON) echod/config echod/conn echod/log echod/metrics echod/proxy echod/spill \
+UNIT_OBJS = $(COMMON) echod/config echod/conn echod/conn_end echod/log echod/metrics echod/proxy \
+            echod/proxy_stage echod/spill \
             echoc/echoc_config echoc/bench_pattern echoc/hist
 
 INCLUDES_common = -Isrc/common

@@ -21,7 +21,9 @@ BUILD_PACKAGES="liburing-dev libseccomp-dev"
 #   libcmocka-dev        unit tests            python3-pytest(-timeout)  end-to-end tests
 #   clang                the clang build       libclang-rt-dev           libFuzzer's runtime (make fuzz)
 #   python3-matplotlib   make bench's charts   systemd                   systemd-socket-activate, systemd-analyze
-#   haproxy              contrib/haproxy       python3-yaml              contrib/kubernetes's manifests
+#   haproxy              contrib/haproxy, test_haproxy.py (--proxy-protocol behind a balancer)
+#   python3-yaml         contrib/kubernetes's manifests
+#   prometheus           promtool and a real Prometheus scraping --metrics
 TEST_PACKAGES="libcmocka-dev python3-pytest python3-pytest-timeout clang libclang-rt-dev
 	python3-matplotlib systemd haproxy python3-yaml prometheus"
 

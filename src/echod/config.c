@@ -4,6 +4,8 @@
  */
 #include "config.h"
 
+#include "proxy.h"
+
 #include <errno.h>
 #include <string.h>
 
@@ -51,6 +53,10 @@ static const struct opt echod_opts[] = {
 	{"metrics", 0, OPT_ADDR, FIELD(metrics), "ADDR", 0, 0, NULL,
 	 "serve Prometheus metrics at http://ADDR/metrics; ADDR as for --listen, TCP only "
 	 "(off by default)"},
+	{"proxy-protocol", 0, OPT_FLAG, FIELD(proxy_protocol), NULL, 0, 0, NULL,
+	 "every TCP (and unix stream) connection must start with a PROXY protocol header (v1 or "
+	 "v2, as HAProxy sends): it is consumed, never echoed, and its address is the one logged; "
+	 "a missing, bad or slow (5 s) header closes the connection"},
 	{"verbose", 'v', OPT_COUNT, FIELD(verbose), NULL, 0, 0, NULL, "log every connection"},
 	{"quiet", 'q', OPT_FLAG, FIELD(quiet), NULL, 0, 0, NULL,
 	 "log errors only (the listening lines are still printed)"},
@@ -137,6 +143,12 @@ static int validate(struct config *cfg, char *err, size_t errlen)
 		return -EINVAL;
 	if (!cfg->buffer_bytes)
 		cfg->buffer_bytes = cfg->once ? CONFIG_ONCE_BUFFER : CONFIG_STREAM_BUFFER;
+	/* The bytes after a header (up to its maximum) go to an empty buffer at once. */
+	if (cfg->proxy_protocol && cfg->buffer_bytes < PROXY_HEADER_MAX) {
+		snprintf(err, errlen, "--proxy-protocol needs --buffer of at least %d bytes",
+			 PROXY_HEADER_MAX);
+		return -EINVAL;
+	}
 	return validate_udp(cfg, err, errlen);
 }
 

@@ -27,6 +27,7 @@ struct config {
 	bool inetd;		  /* serve the socket on standard input, then exit */
 	bool no_sandbox;	  /* do not confine the process after start-up */
 	struct addr_list metrics; /* --metrics: where to serve /metrics (TCP only) */
+	bool proxy_protocol;	  /* every stream connection starts with a PROXY header */
 };
 
 #define CONFIG_ONCE_BUFFER   1024

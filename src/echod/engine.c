@@ -10,7 +10,9 @@
 
 #include "clock.h"
 #include "conn.h"
+#include "conn_end.h"
 #include "log.h"
+#include "proxy_stage.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -102,9 +104,11 @@ struct blocking_conn {
 	struct metrics_worker *m;
 	int fd;
 	struct conn c;
+	struct conn_stats st;
 	uint64_t idle_deadline;	 /* 0: none */
 	uint64_t drain_deadline; /* 0: not draining */
 	uint64_t grace_deadline; /* 0: no stop asked for yet */
+	enum conn_end end;	 /* why serve_round() said to close */
 };
 
 static uint64_t earliest(uint64_t a, uint64_t b)
@@ -114,27 +118,41 @@ static uint64_t earliest(uint64_t a, uint64_t b)
 	return !b || a < b ? a : b;
 }
 
+static uint64_t header_deadline(const struct blocking_conn *bc)
+{
+	return proxy_stage_pending(bc->st.proxy) ? bc->st.proxy->deadline : 0;
+}
+
 /* The poll(2) timeout until the nearest deadline; -1 for none. */
 static int poll_timeout(const struct blocking_conn *bc)
 {
 	uint64_t d = earliest(earliest(bc->idle_deadline, bc->drain_deadline), bc->grace_deadline);
 	uint64_t now = clock_now_ms();
 
+	d = earliest(d, header_deadline(bc));
 	if (!d)
 		return -1;
 	return d <= now ? 0 : (int)(d - now > 60000 ? 60000 : d - now);
 }
 
-static bool past_deadline(const struct blocking_conn *bc)
+/* True when a deadline passed; bc->end then says which. */
+static bool past_deadline(struct blocking_conn *bc)
 {
-	uint64_t now = clock_now_ms();
+	uint64_t now = clock_now_ms(), header = header_deadline(bc);
 
-	if (bc->idle_deadline && now >= bc->idle_deadline) {
-		metrics_add(bc->m, METRICS_IDLE_TIMEOUTS, 1);
-		return true;
+	if (header && now >= header) {
+		bc->st.proxy_err = PROXY_ERR_TIMEOUT;
+		bc->end = CONN_END_PROXY_TIMEOUT;
+	} else if (!header && bc->idle_deadline && now >= bc->idle_deadline) {
+		bc->end = CONN_END_IDLE;
+	} else if (bc->drain_deadline && now >= bc->drain_deadline) {
+		bc->end = conn_end_done(&bc->c); /* the echo was delivered */
+	} else if (bc->grace_deadline && now >= bc->grace_deadline) {
+		bc->end = CONN_END_GRACE;
+	} else {
+		return false;
 	}
-	return (bc->drain_deadline && now >= bc->drain_deadline) ||
-	       (bc->grace_deadline && now >= bc->grace_deadline);
+	return true;
 }
 
 static void note_activity(struct blocking_conn *bc)
@@ -145,20 +163,69 @@ static void note_activity(struct blocking_conn *bc)
 		bc->idle_deadline = clock_now_ms() + (uint64_t)idle_ms;
 }
 
+/* A receive failed: false (close, as a reset) unless it is worth another try. */
+static bool recv_failed(struct blocking_conn *bc)
+{
+	bc->end = CONN_END_RESET;
+	return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+}
+
+/*
+ * Reads once into the PROXY header buffer.  On PROXY_OK the bytes after the
+ * header go to conn as if just read.  Returns false when the connection
+ * should close (bc->end says why).
+ */
+static bool read_header(struct blocking_conn *bc)
+{
+	struct proxy_stage *ps = bc->st.proxy;
+	const uint8_t *data;
+	unsigned char *p;
+	size_t room, n;
+	ssize_t got;
+	enum proxy_result r;
+
+	p = proxy_stage_room(ps, &room);
+	got = recv(bc->fd, p, room, 0);
+	if (got < 0)
+		return recv_failed(bc);
+	if (got > 0)
+		conn_stats_in(&bc->st, bc->m, (size_t)got);
+	r = proxy_stage_arrived(ps, (size_t)got);
+	if (r == PROXY_NEED_MORE)
+		return true;
+	if (r != PROXY_OK) {
+		bc->st.proxy_err = r;
+		bc->end = conn_end_proxy(r);
+		return false;
+	}
+	n = proxy_stage_data(ps, &data);
+	if (n && conn_read_buf(&bc->c, &p) >= n) { /* --buffer >= PROXY_HEADER_MAX */
+		memcpy(p, data, n);
+		conn_read_done(&bc->c, n);
+	}
+	proxy_stage_done(ps);
+	note_activity(bc);
+	return true;
+}
+
 /* Reads once into the connection.  Returns false when the connection broke. */
 static bool read_some(struct blocking_conn *bc)
 {
 	unsigned char *p;
-	size_t space = conn_read_buf(&bc->c, &p);
+	size_t space;
 	ssize_t n;
 
+	if (proxy_stage_pending(bc->st.proxy))
+		return read_header(bc);
+	space = conn_read_buf(&bc->c, &p);
 	if (space == 0)
 		return true;
 	n = recv(bc->fd, p, space, 0);
 	if (n < 0)
-		return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+		return recv_failed(bc);
 	conn_read_done(&bc->c, (size_t)n);
-	metrics_add(bc->m, METRICS_BYTES_IN, (unsigned long)n);
+	if (n > 0)
+		conn_stats_in(&bc->st, bc->m, (size_t)n);
 	note_activity(bc);
 	return true;
 }
@@ -173,10 +240,12 @@ static bool write_some(struct blocking_conn *bc)
 	if (len == 0)
 		return true;
 	n = send(bc->fd, p, len, MSG_NOSIGNAL);
-	if (n < 0)
+	if (n < 0) {
+		bc->end = CONN_END_RESET;
 		return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+	}
 	conn_sent(&bc->c, (size_t)n);
-	metrics_add(bc->m, METRICS_BYTES_OUT, (unsigned long)n);
+	conn_stats_out(&bc->st, bc->m, (size_t)n);
 	note_activity(bc);
 	return true;
 }
@@ -190,6 +259,7 @@ static bool advance(struct blocking_conn *bc)
 		bc->idle_deadline = 0;
 		bc->drain_deadline = clock_now_ms() + CONN_DRAIN_MS;
 	}
+	bc->end = conn_end_done(&bc->c);
 	return conn_done(&bc->c);
 }
 
@@ -207,8 +277,10 @@ static bool serve_round(struct blocking_conn *bc)
 	pfd[POLL_CONN].events = (short)((conn_wants_read(&bc->c) ? POLLIN : 0) |
 					(conn_send_buf(&bc->c, &p) ? POLLOUT : 0));
 	rc = poll(pfd, 2, poll_timeout(bc));
-	if (rc < 0)
+	if (rc < 0) {
+		bc->end = CONN_END_RESET;
 		return errno == EINTR && !past_deadline(bc);
+	}
 	if (pfd[POLL_STOP].revents)
 		bc->grace_deadline = clock_now_ms() + (uint64_t)bc->srv->cfg->grace_ms;
 	/*
@@ -220,6 +292,7 @@ static bool serve_round(struct blocking_conn *bc)
 		return false;
 	if (rc == 0 || pfd[POLL_CONN].revents == 0)
 		return true;
+	bc->end = CONN_END_RESET;
 	if (pfd[POLL_CONN].revents & POLLERR)
 		return false;
 	if (!read_some(bc) || !write_some(bc))
@@ -229,23 +302,22 @@ static bool serve_round(struct blocking_conn *bc)
 
 void engine_serve_blocking(struct server *srv, int fd, struct metrics_worker *m)
 {
-	struct blocking_conn bc = {.srv = srv, .m = m, .fd = fd};
+	struct blocking_conn bc = {.srv = srv, .m = m, .fd = fd, .end = CONN_END_RESET};
 	unsigned char *buf = malloc((size_t)srv->cfg->buffer_bytes);
-	char peer[NET_NAMELEN];
+	uint64_t now = clock_now_ms();
 
-	if (log_enabled(LOGL_DEBUG)) {
-		net_format_peer(fd, peer, sizeof(peer));
-		log_debug("connection from %s", peer);
-	}
-	if (buf) {
+	conn_stats_start(&bc.st, fd, now);
+	if (srv->cfg->proxy_protocol)
+		bc.st.proxy = proxy_stage_new(now);
+	if (buf && (bc.st.proxy || !srv->cfg->proxy_protocol)) {
 		conn_init(&bc.c, buf, (size_t)srv->cfg->buffer_bytes, server_conn_flags(srv));
 		note_activity(&bc);
 		while (serve_round(&bc))
 			;
 	}
 	free(buf);
+	conn_ended(m, fd, &bc.st, bc.end);
 	close(fd);
-	metrics_add(m, METRICS_CLOSED, 1);
 }
 
 void engine_log_accept_error(int err)
@@ -296,8 +368,10 @@ static int accept_ready(struct accept_loop *al, struct pollfd *lpfd, int n)
 		if (!(lpfd[i].revents & POLLIN))
 			continue;
 		rc = accept_one(al, lpfd[i].fd);
-		if (rc == -EBUSY) /* full: until a slot frees */
+		if (rc == -EBUSY) { /* full: until a slot frees */
+			metrics_add(al->m, METRICS_MAXCONNS_PAUSES, 1);
 			return al->wake_fd >= 0 ? 60000 : ENGINE_ACCEPT_PAUSE_MS;
+		}
 		if (rc < 0 && net_accept_error_next(rc) == NET_ACCEPT_PAUSE) {
 			metrics_add(al->m, METRICS_ACCEPT_PAUSES, 1);
 			engine_log_accept_error(rc);

@@ -14,10 +14,16 @@
  * buffers come from a small per-worker pool, so idle connections cost a
  * few hundred bytes here plus the kernel's socket buffers.
  *
- * Timers: every connection sits on one of two lists kept in deadline order
- * because each list's timeout is constant: "active" (idle timeout; a
- * connection moves to the tail when bytes move) and "drain" (the lingering
- * close after --once).  epoll_wait(2) sleeps until the nearest deadline.
+ * Timers: every connection sits on one of three lists kept in deadline
+ * order because each list's timeout is constant: "header" (--proxy-protocol:
+ * PROXY_TIMEOUT_MS from the accept for the header), "active" (idle timeout;
+ * a connection moves to the tail when bytes move) and "drain" (the
+ * lingering close after --once).  epoll_wait(2) sleeps until the nearest
+ * deadline.
+ *
+ * --proxy-protocol: until its header is complete a connection reads into
+ * its header buffer (proxy_stage.h), not into a lent one; the bytes after
+ * the header are copied into a lent buffer as if just read.
  *
  * Trade-off: Linux only.  Needs Linux 4.5 for EPOLLEXCLUSIVE.
  */
@@ -25,7 +31,9 @@
 
 #include "clock.h"
 #include "conn.h"
+#include "conn_end.h"
 #include "log.h"
+#include "proxy_stage.h"
 #include "workers.h"
 
 #include <errno.h>
@@ -69,6 +77,7 @@ struct econn {
 	struct econn *prev, *next;
 	struct conn_list *list;
 	struct conn c;
+	struct conn_stats st;
 };
 
 struct buf_pool {
@@ -92,6 +101,7 @@ struct worker {
 	bool stopping;
 	uint64_t grace_deadline;
 	long nconns;
+	struct conn_list header; /* --proxy-protocol: oldest accept first */
 	struct conn_list active; /* oldest activity first */
 	struct conn_list drain;	 /* earliest drain deadline first */
 	struct buf_pool pool;
@@ -220,16 +230,14 @@ static void wake_all(struct epoll_engine *eng)
 			log_debug("wake: %s", strerror(errno));
 }
 
-static void close_conn(struct worker *w, struct econn *ec, enum metrics_counter why)
+static void close_conn(struct worker *w, struct econn *ec, enum conn_end end)
 {
 	list_remove(ec);
+	conn_ended(w->m, ec->src.fd, &ec->st, end);
 	close(ec->src.fd);
 	pool_put(&w->pool, ec->c.buf);
 	free(ec);
 	w->nconns--;
-	metrics_add(w->m, METRICS_CLOSED, 1);
-	if (why != METRICS_CLOSED)
-		metrics_add(w->m, why, 1);
 	if (server_release_slot(w->srv))
 		wake_all(w->eng);
 }
@@ -238,21 +246,33 @@ static int add_conn(struct worker *w, int fd)
 {
 	struct econn *ec = calloc(1, sizeof(*ec));
 	struct epoll_event ev = {.events = EPOLLIN};
+	uint64_t now = clock_now_ms();
 
 	if (!ec)
 		return -ENOMEM;
 	ec->src = (struct source){.kind = SRC_CONN, .fd = fd};
 	ec->events = EPOLLIN;
 	conn_init(&ec->c, NULL, w->pool.size, server_conn_flags(w->srv));
+	conn_stats_start(&ec->st, fd, now);
+	if (w->srv->cfg->proxy_protocol) {
+		ec->st.proxy = proxy_stage_new(now);
+		if (!ec->st.proxy) {
+			free(ec);
+			return -ENOMEM;
+		}
+	}
 	ev.data.ptr = ec;
 	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		proxy_stage_free(ec->st.proxy);
 		free(ec);
 		return -errno;
 	}
-	list_push(&w->active, ec, active_deadline(w, clock_now_ms()));
+	if (ec->st.proxy)
+		list_push(&w->header, ec, ec->st.proxy->deadline);
+	else
+		list_push(&w->active, ec, active_deadline(w, now));
 	w->nconns++;
 	metrics_add(w->m, METRICS_ACCEPTED, 1);
-	log_connection(fd);
 	return 0;
 }
 
@@ -285,6 +305,7 @@ static void handle_accept(struct worker *w, int lfd)
 			continue;
 		if (rc == -EBUSY) {
 			/* Leave the backlog be until a slot frees (wake_all). */
+			metrics_add(w->m, METRICS_MAXCONNS_PAUSES, 1);
 			w->full = true;
 			set_listening(w, false);
 			return;
@@ -348,8 +369,59 @@ static ssize_t read_some(struct worker *w, struct econn *ec)
 	if (n < 0)
 		return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? -EAGAIN : -errno;
 	conn_read_done(&ec->c, (size_t)n);
-	metrics_add(w->m, METRICS_BYTES_IN, (unsigned long)n);
+	if (n > 0)
+		conn_stats_in(&ec->st, w->m, (size_t)n);
 	return n;
+}
+
+/*
+ * --proxy-protocol: one recv(2) into the header buffer.  Returns -EAGAIN
+ * while the header is incomplete, -ECONNABORTED once it closed the
+ * connection, else (PROXY_OK) how many bytes after the header it handed to
+ * conn as just read.
+ */
+static ssize_t read_header(struct worker *w, struct econn *ec)
+{
+	struct proxy_stage *ps = ec->st.proxy;
+	const uint8_t *data;
+	unsigned char *p;
+	size_t room, n;
+	ssize_t got;
+	enum proxy_result r;
+
+	p = proxy_stage_room(ps, &room);
+	got = recv(ec->src.fd, p, room, 0);
+	if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		return -EAGAIN;
+	if (got < 0) {
+		close_conn(w, ec, CONN_END_RESET);
+		return -ECONNABORTED;
+	}
+	if (got > 0)
+		conn_stats_in(&ec->st, w->m, (size_t)got);
+	r = proxy_stage_arrived(ps, (size_t)got);
+	if (r == PROXY_NEED_MORE)
+		return -EAGAIN;
+	if (r != PROXY_OK) {
+		ec->st.proxy_err = r;
+		close_conn(w, ec, conn_end_proxy(r));
+		return -ECONNABORTED;
+	}
+	list_push(&w->active, ec, active_deadline(w, clock_now_ms()));
+	n = proxy_stage_data(ps, &data);
+	if (n) {
+		p = pool_get(&w->pool);
+		if (!p) {
+			close_conn(w, ec, CONN_END_RESET);
+			return -ECONNABORTED;
+		}
+		conn_lend(&ec->c, p);
+		conn_read_buf(&ec->c, &p); /* the whole buffer: --buffer >= PROXY_HEADER_MAX */
+		memcpy(p, data, n);
+		conn_read_done(&ec->c, n);
+	}
+	proxy_stage_done(ps);
+	return (ssize_t)n;
 }
 
 /* Sends what is pending until done or the socket is full.  Returns bytes sent or -errno. */
@@ -365,7 +437,7 @@ static ssize_t write_some(struct worker *w, struct econn *ec)
 			return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? sent
 											 : -errno;
 		conn_sent(&ec->c, (size_t)n);
-		metrics_add(w->m, METRICS_BYTES_OUT, (unsigned long)n);
+		conn_stats_out(&ec->st, w->m, (size_t)n);
 		sent += n;
 	}
 	return sent;
@@ -406,56 +478,69 @@ static void handle_conn(struct worker *w, struct econn *ec, uint32_t events)
 	ssize_t n = -EAGAIN, sent;
 
 	if (events & EPOLLERR) {
-		close_conn(w, ec, METRICS_CONN_ERRORS);
+		close_conn(w, ec, CONN_END_RESET);
 		return;
 	}
-	if (events & (EPOLLIN | EPOLLHUP))
+	if (proxy_stage_pending(ec->st.proxy)) {
+		n = read_header(w, ec);
+		if (n < 0)
+			return; /* more to come, or closed */
+	} else if (events & (EPOLLIN | EPOLLHUP)) {
 		n = read_some(w, ec);
+	}
 	sent = n < 0 && n != -EAGAIN ? n : write_some(w, ec);
 	/* Hung up both ways with nothing left to read: nothing can move again. */
 	if (sent == 0 && (events & EPOLLHUP) && n == -EAGAIN)
 		sent = -EPIPE;
 	if (sent < 0) {
-		log_debug("connection: %s", strerror((int)-sent));
-		close_conn(w, ec, METRICS_CONN_ERRORS);
+		close_conn(w, ec, CONN_END_RESET);
 		return;
 	}
 	/* Bytes moving either way keep a connection from being idle. */
 	if (advance(w, ec, n >= 0 || sent > 0)) {
-		close_conn(w, ec, METRICS_CLOSED);
+		close_conn(w, ec, conn_end_done(&ec->c));
 		return;
 	}
 	update_interest(w, ec);
 }
 
 /* Closes connections whose deadline passed, from the head of list l. */
-static void expire_list(struct worker *w, struct conn_list *l, uint64_t now,
-			enum metrics_counter why)
+static void expire_list(struct worker *w, struct conn_list *l, uint64_t now, enum conn_end end)
 {
-	while (l->head && l->head->deadline && l->head->deadline <= now)
-		close_conn(w, l->head, why);
+	while (l->head && l->head->deadline && l->head->deadline <= now) {
+		struct econn *ec = l->head;
+
+		if (l == &w->drain)
+			end = conn_end_done(&ec->c); /* the echo was delivered */
+		else if (l == &w->header)
+			ec->st.proxy_err = PROXY_ERR_TIMEOUT;
+		close_conn(w, ec, end);
+	}
 }
 
-static void close_all(struct worker *w)
+static void close_all(struct worker *w, enum conn_end end)
 {
+	while (w->header.head)
+		close_conn(w, w->header.head, end);
 	while (w->active.head)
-		close_conn(w, w->active.head, METRICS_CLOSED);
+		close_conn(w, w->active.head, end);
 	while (w->drain.head)
-		close_conn(w, w->drain.head, METRICS_CLOSED);
+		close_conn(w, w->drain.head, conn_end_done(&w->drain.head->c));
 }
 
 static void expire(struct worker *w)
 {
 	uint64_t now = clock_now_ms();
 
-	expire_list(w, &w->active, now, METRICS_IDLE_TIMEOUTS);
-	expire_list(w, &w->drain, now, METRICS_CLOSED);
+	expire_list(w, &w->header, now, CONN_END_PROXY_TIMEOUT);
+	expire_list(w, &w->active, now, CONN_END_IDLE);
+	expire_list(w, &w->drain, now, CONN_END_ONCE);
 	if (w->resume_ms && now >= w->resume_ms) {
 		w->resume_ms = 0;
 		maybe_resume(w);
 	}
 	if (w->stopping && now >= w->grace_deadline)
-		close_all(w);
+		close_all(w, CONN_END_GRACE);
 }
 
 /* Milliseconds until the nearest deadline, for epoll_wait(2); -1 for none. */
@@ -463,8 +548,10 @@ static int next_timeout(const struct worker *w)
 {
 	uint64_t d = 0;
 
+	if (w->header.head)
+		d = w->header.head->deadline;
 	if (w->active.head)
-		d = w->active.head->deadline;
+		d = deadline_earliest(d, w->active.head->deadline);
 	if (w->drain.head)
 		d = deadline_earliest(d, w->drain.head->deadline);
 	d = deadline_earliest(d, w->resume_ms);
@@ -502,7 +589,7 @@ static int serve(void *ctx, int index)
 	while (!w->stopping || w->nconns > 0) {
 		n = epoll_wait(w->epfd, ev, EVENTS_MAX, next_timeout(w));
 		if (n < 0 && errno != EINTR) {
-			close_all(w);
+			close_all(w, CONN_END_RESET);
 			return -errno;
 		}
 		for (int i = 0; i < n; i++)

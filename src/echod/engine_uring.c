@@ -19,6 +19,9 @@
  * buffer returns costs one io_uring_submit_and_wait_timeout().  Accepts are
  * multishot, except under --max-conns, which multishot cannot honour: then
  * a poll on each listener and one accept(2) per free slot (on_listen()).
+ * Under --proxy-protocol a connection's first reads are plain ones into its
+ * header buffer, not the ring's (on_header()); the bytes after the header
+ * are spilled as if just received, then reads go to the ring as always.
  *
  * Needs Linux 6.0 and liburing 2.2 (probe() checks); built without
  * liburing, the file compiles to a probe() that says so.  The choices and
@@ -31,7 +34,9 @@
 
 #include "clock.h"
 #include "conn.h"
+#include "conn_end.h"
 #include "log.h"
+#include "proxy_stage.h"
 #include "spill.h"
 #include "workers.h"
 #include "sandbox.h"
@@ -125,6 +130,8 @@ struct uconn {
 		uint64_t batch;	  /* and in which batch */
 	} tx;
 	struct spill spill;	 /* the rest of the echo, after tx.bid's bytes */
+	struct conn_stats st;	 /* for its end line */
+	enum conn_end end;	 /* UC_CLOSING: why */
 	uint64_t last_ms;	 /* last progress, for --idle-timeout */
 	uint64_t drain_deadline; /* 0: not draining */
 	uint32_t next_free;
@@ -164,6 +171,7 @@ struct worker {
 	bool *acc_armed;
 	bool accept_by_poll; /* --max-conns: poll listeners, accept(2) per free slot */
 	bool full;	     /* listeners unwatched: every --max-conns slot is taken */
+	bool full_counted;   /* this pause is counted; a wake-up starts a new one */
 	uint64_t pause_until;
 	bool stopping;
 	uint64_t now;	/* ms, read once per batch */
@@ -417,14 +425,21 @@ static void arm_recv(struct worker *w, uint32_t idx)
 	if (!sqe)
 		return;
 	u->rx.len = 0;
-	if (conn_unsent(&u->c) || u->rx.sized) {
+	if (proxy_stage_pending(u->st.proxy)) {
+		unsigned char *p = proxy_stage_room(u->st.proxy, &room);
+
+		u->rx.len = (uint32_t)room;
+		io_uring_prep_recv(sqe, u->fd, p, room, 0); /* not the ring's: see on_header() */
+	} else if (conn_unsent(&u->c) || u->rx.sized) {
 		u->rx.len = (uint32_t)(room < w->buf_bytes ? room : w->buf_bytes);
 		io_uring_prep_recv(sqe, u->fd, NULL, u->rx.len, 0);
 	} else {
 		io_uring_prep_recv_multishot(sqe, u->fd, NULL, 0, 0);
 	}
-	sqe->flags |= IOSQE_BUFFER_SELECT;
-	sqe->buf_group = BUF_GROUP;
+	if (!proxy_stage_pending(u->st.proxy)) {
+		sqe->flags |= IOSQE_BUFFER_SELECT;
+		sqe->buf_group = BUF_GROUP;
+	}
 	u->rx.gen++;
 	io_uring_sqe_set_data64(sqe, UD(OP_RECV, u->rx.gen, idx));
 	u->rx.armed = true;
@@ -557,6 +572,7 @@ static void maybe_free(struct worker *w, uint32_t idx)
 		u->tx.bid = NOBUF;
 	}
 	spill_free(&w->spills, &u->spill);
+	conn_ended(w->m, u->fd, &u->st, u->end);
 	close(u->fd);
 	if (u->rx.starved)
 		w->nstarved--;
@@ -566,18 +582,18 @@ static void maybe_free(struct worker *w, uint32_t idx)
 	u->next_free = w->free_head;
 	w->free_head = idx;
 	w->live--;
-	metrics_add(w->m, METRICS_CLOSED, 1);
 	release_slot(w);
 }
 
 /* Closes a connection: cancels what is in flight, frees the slot when it lands. */
-static void start_close(struct worker *w, uint32_t idx)
+static void start_close(struct worker *w, uint32_t idx, enum conn_end end)
 {
 	struct uconn *u = conn_at(w, idx);
 
 	if (u->life == UC_CLOSING)
 		return;
 	u->life = UC_CLOSING;
+	u->end = end;
 	cancel_recv(w, idx);
 	if (u->tx.busy)
 		cancel(w, UD(OP_SEND, 0, idx));
@@ -630,8 +646,7 @@ static void advance(struct worker *w, uint32_t idx)
 	}
 	assert_bytes_held(u);
 	if (u->life == UC_BROKEN) {
-		metrics_add(w->m, METRICS_CONN_ERRORS, 1);
-		start_close(w, idx);
+		start_close(w, idx, CONN_END_RESET);
 		return;
 	}
 	send_next(w, idx);
@@ -644,7 +659,7 @@ static void advance(struct worker *w, uint32_t idx)
 		unpin(w, idx);
 	maybe_shutdown(w, u);
 	if (conn_done(&u->c)) {
-		start_close(w, idx);
+		start_close(w, idx, conn_end_done(&u->c));
 		return;
 	}
 	want = conn_wants_read(&u->c);
@@ -666,6 +681,44 @@ static void starve(struct worker *w, struct uconn *u)
 	}
 }
 
+/*
+ * --proxy-protocol: a read into the header buffer landed (res bytes).  On
+ * PROXY_OK the bytes after the header are spilled, as the ring's bytes are
+ * when a send is in flight, and the next read goes to the ring.
+ */
+static void on_header(struct worker *w, uint32_t idx, int res)
+{
+	struct uconn *u = conn_at(w, idx);
+	struct proxy_stage *ps = u->st.proxy;
+	const uint8_t *data;
+	enum proxy_result r;
+	size_t n, keep;
+
+	if (res < 0 || u->life != UC_OPEN) {
+		if (res < 0 && res != -ECANCELED)
+			mark_broken(u);
+		advance(w, idx);
+		return;
+	}
+	if (res > 0)
+		conn_stats_in(&u->st, w->m, (size_t)res);
+	r = proxy_stage_arrived(ps, (size_t)res);
+	if (r != PROXY_OK && r != PROXY_NEED_MORE) {
+		u->st.proxy_err = r;
+		start_close(w, idx, conn_end_proxy(r));
+		return;
+	}
+	if (r == PROXY_OK) {
+		n = proxy_stage_data(ps, &data);
+		keep = n ? conn_borrowed_arrived(&u->c, n) : 0;
+		if (keep && spill_append(&w->spills, &u->spill, data, keep, false) < 0)
+			mark_broken(u);
+		proxy_stage_done(ps);
+		u->last_ms = w->now;
+	}
+	advance(w, idx);
+}
+
 static void on_recv(struct worker *w, struct io_uring_cqe *cqe)
 {
 	uint32_t idx = UD_IDX(cqe->user_data);
@@ -675,6 +728,10 @@ static void on_recv(struct worker *w, struct io_uring_cqe *cqe)
 
 	if (current && !(cqe->flags & IORING_CQE_F_MORE))
 		u->rx.armed = false;
+	if (proxy_stage_pending(u->st.proxy)) {
+		on_header(w, idx, cqe->res);
+		return;
+	}
 	if (cqe->flags & IORING_CQE_F_BUFFER) {
 		bid = (int32_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
 		w->nfree--;
@@ -691,7 +748,7 @@ static void on_recv(struct worker *w, struct io_uring_cqe *cqe)
 			take(w, u, bid, (uint32_t)keep);
 		else
 			recycle(w, bid);
-		metrics_add(w->m, METRICS_BYTES_IN, (unsigned long)cqe->res);
+		conn_stats_in(&u->st, w->m, (size_t)cqe->res);
 		if (conn_unsent(&u->c) > u->c.cap)
 			u->rx.sized = u->rx.overshot = true;
 		u->last_ms = w->now;
@@ -721,7 +778,7 @@ static void on_send(struct worker *w, struct io_uring_cqe *cqe)
 		mark_broken(u);
 	if (n) {
 		conn_sent(&u->c, n);
-		metrics_add(w->m, METRICS_BYTES_OUT, (unsigned long)n);
+		conn_stats_out(&u->st, w->m, n);
 		u->last_ms = w->now;
 	}
 	if (u->tx.bid != NOBUF)
@@ -738,6 +795,16 @@ static void add_conn(struct worker *w, int fd)
 	struct uconn *u;
 	int one = 1;
 
+	struct proxy_stage *ps = NULL;
+
+	if (idx != UINT32_MAX && w->srv->cfg->proxy_protocol) {
+		ps = proxy_stage_new(w->now);
+		if (!ps) {
+			conn_at(w, idx)->next_free = w->free_head;
+			w->free_head = idx;
+			idx = UINT32_MAX;
+		}
+	}
 	if (idx == UINT32_MAX) {
 		/* Shed load: this one connection is refused, the server goes on. */
 		close(fd);
@@ -754,9 +821,10 @@ static void add_conn(struct worker *w, int fd)
 	u->tx.bid = NOBUF;
 	u->rx.sized = true;
 	u->last_ms = w->now;
+	conn_stats_start(&u->st, fd, w->now);
+	u->st.proxy = ps;
 	w->live++;
 	metrics_add(w->m, METRICS_ACCEPTED, 1);
-	log_connection(fd);
 	advance(w, idx);
 }
 
@@ -846,6 +914,10 @@ static void on_listen(struct worker *w, struct io_uring_cqe *cqe)
 			int fd, err;
 
 			if (!server_take_slot(w->srv)) {
+				/* scan() retries every SCAN_MS: count the pause once. */
+				if (!w->full_counted)
+					metrics_add(w->m, METRICS_MAXCONNS_PAUSES, 1);
+				w->full_counted = true;
 				w->full = true; /* until a wake-up, or the next scan */
 				break;
 			}
@@ -895,6 +967,7 @@ static void on_wake(struct worker *w, int res)
 		return;
 	}
 	arm_wake(w);
+	w->full_counted = false;
 	if (w->full) {
 		w->full = false;
 		arm_accepts(w);
@@ -968,11 +1041,20 @@ static void scan(struct worker *w)
 
 		if (u->life == UC_FREE || u->life == UC_CLOSING)
 			continue;
-		if (idle_ms && !u->drain_deadline && now - u->last_ms >= (uint64_t)idle_ms) {
-			metrics_add(w->m, METRICS_IDLE_TIMEOUTS, 1);
-			start_close(w, idx);
-		} else if ((u->drain_deadline && now >= u->drain_deadline) || grace_over) {
-			start_close(w, idx);
+		if (proxy_stage_pending(u->st.proxy)) {
+			/* Only the header's deadline applies until it is complete. */
+			if (now >= u->st.proxy->deadline) {
+				u->st.proxy_err = PROXY_ERR_TIMEOUT;
+				start_close(w, idx, CONN_END_PROXY_TIMEOUT);
+			} else if (grace_over) {
+				start_close(w, idx, CONN_END_GRACE);
+			}
+		} else if (idle_ms && !u->drain_deadline && now - u->last_ms >= (uint64_t)idle_ms) {
+			start_close(w, idx, CONN_END_IDLE);
+		} else if (u->drain_deadline && now >= u->drain_deadline) {
+			start_close(w, idx, conn_end_done(&u->c)); /* the echo was delivered */
+		} else if (grace_over) {
+			start_close(w, idx, CONN_END_GRACE);
 		} else if (u->tx.bid != NOBUF && now - u->tx.sent_ms >= SCAN_MS) {
 			unpin(w, idx); /* the peer does not read: free the ring buffer */
 		}
@@ -987,8 +1069,9 @@ static void scan(struct worker *w)
 
 static bool needs_timer(const struct worker *w)
 {
-	return (w->srv->cfg->idle_timeout_ms && w->live) || w->ndraining || w->stopping ||
-	       w->nstarved || w->pause_until || w->full || w->nring_sends;
+	return ((w->srv->cfg->idle_timeout_ms || w->srv->cfg->proxy_protocol) && w->live) ||
+	       w->ndraining || w->stopping || w->nstarved || w->pause_until || w->full ||
+	       w->nring_sends;
 }
 
 /*

@@ -186,6 +186,87 @@ void log_msg(enum log_level level, const char *fmt, ...)
 		write_line(line, format_text(line, msg));
 }
 
+/*
+ * Appends the fields to a json line whose closing brace was taken off.  A
+ * member that does not fit whole is left out, with every one after it; a
+ * string value is cut cleanly as messages are.  Leaves room for the brace.
+ */
+static size_t json_fields(char *line, size_t len, const struct log_field *f, int n)
+{
+	enum { NUM_MAX = 24 }; /* digits of an unsigned long long, and slack */
+	const size_t cap = LOG_LINE_MAX - 2;
+
+	for (int i = 0; i < n; i++) {
+		size_t head = strlen(f[i].key) + 4; /* ,"key": */
+
+		if (len + head + (f[i].str ? 2 : NUM_MAX) > cap)
+			break;
+		len += (size_t)snprintf(line + len, cap - len, ",\"%s\":", f[i].key);
+		if (!f[i].str) {
+			len += (size_t)snprintf(line + len, cap - len, "%llu", f[i].num);
+			continue;
+		}
+		line[len++] = '"';
+		len = json_escape(line, len, cap - 1, f[i].str);
+		line[len++] = '"';
+	}
+	return len;
+}
+
+/*
+ * Appends " key=value" to a text message, the value in double quotes (with
+ * \" and \\ inside) when it holds a space or a quote, so that key=value
+ * pairs split unambiguously.  Returns the new length (>= cap when cut).
+ */
+static size_t text_field(char *out, size_t len, size_t cap, const char *key, const char *v)
+{
+	bool quote = strpbrk(v, " \"") != NULL;
+
+	len += (size_t)snprintf(out + len, cap - len, " %s=%s", key, quote ? "\"" : "");
+	if (len >= cap)
+		return cap;
+	if (!quote) {
+		len += (size_t)snprintf(out + len, cap - len, "%s", v);
+		return len < cap ? len : cap;
+	}
+	/* Room for an escaped character, the closing quote and the NUL. */
+	for (; *v && len + 4 <= cap; v++) {
+		if (*v == '"' || *v == '\\')
+			out[len++] = '\\';
+		out[len++] = *v;
+	}
+	if (len + 2 > cap)
+		return cap; /* snprintf left it terminated */
+	out[len++] = '"';
+	out[len] = '\0';
+	return len;
+}
+
+void log_fields(enum log_level level, const char *msg, const struct log_field *f, int n)
+{
+	char text[LOG_LINE_MAX], line[LOG_LINE_MAX + 1];
+	size_t len;
+
+	if (!log_enabled(level))
+		return;
+	if (log_json) {
+		len = format_json(line, level, msg);
+		len = json_fields(line, len - 1, f, n); /* over the closing brace */
+		line[len++] = '}';
+		write_line(line, len);
+		return;
+	}
+	len = (size_t)snprintf(text, sizeof(text), "%s", msg);
+	for (int i = 0; i < n && len < sizeof(text); i++) {
+		if (f[i].str)
+			len = text_field(text, len, sizeof(text), f[i].key, f[i].str);
+		else
+			len += (size_t)snprintf(text + len, sizeof(text) - len, " %s=%llu",
+						f[i].key, f[i].num);
+	}
+	write_line(line, format_text(line, text));
+}
+
 void log_always(const char *fmt, ...)
 {
 	char msg[LOG_LINE_MAX], line[LOG_LINE_MAX + 1];

@@ -22,6 +22,18 @@ enum log_level {
 void log_setup(const char *prog, enum log_level level, bool json);
 bool log_enabled(enum log_level level);
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A named value of a structured line: a string, or a number when str is NULL. */
+struct log_field {
+	const char *key;
+	const char *str;
+	unsigned long long num;
+};
+/*
+ * A structured line: text "prog: msg key=value ...", json one object with
+ * each field a member ("key":"value" or "key":123).  Values are escaped like
+ * messages; keys are echod's own.
+ */
+void log_fields(enum log_level level, const char *msg, const struct log_field *f, int n);
 /* Always printed, always plain text: the lines scripts wait for. */
 void log_always(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

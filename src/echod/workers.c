@@ -137,13 +137,3 @@ int deadline_timeout_ms(uint64_t deadline, uint64_t now)
 		return 0;
 	return deadline - now > 60000 ? 60000 : (int)(deadline - now);
 }
-
-void log_connection(int fd)
-{
-	char peer[NET_NAMELEN];
-
-	if (!log_enabled(LOGL_DEBUG))
-		return;
-	net_format_peer(fd, peer, sizeof(peer));
-	log_debug("connection from %s", peer);
-}

@@ -54,7 +54,4 @@ uint64_t deadline_earliest(uint64_t a, uint64_t b);
  */
 int deadline_timeout_ms(uint64_t deadline, uint64_t now);
 
-/* The debug line for a connection just accepted on fd ("connection from ..."). */
-void log_connection(int fd);
-
 #endif

@@ -218,7 +218,8 @@ def _serve_evil_client(short_dir, model, *extra):
             c.connect(path)
             c.sendall(b"hi\n")
             assert recv_exactly(c, 3) == b"hi\n"
-        assert wait_until(lambda: b"from " + short_dir.encode() in open(log, "rb").read()), \
+        assert wait_until(lambda: b'peer="' + short_dir.encode() in open(log, "rb").read()
+                          or b'"peer":"' + short_dir.encode() in open(log, "rb").read()), \
             "echod -v did not log the connection"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
@@ -236,22 +237,25 @@ def test_text_log_escapes_a_peer_name_that_forges_a_line(short_dir, model):
     assert not [ln for ln in lines if ln.startswith(FORGED)], lines
     for ln in lines:
         assert all(0x20 <= b < 0x7f for b in ln), f"raw control or non-ASCII byte in {ln!r}"
-    conn = [ln for ln in lines if b"connection from " + short_dir.encode() in ln]
+    conn = [ln for ln in lines
+            if b"connection ended " in ln and b'peer="' + short_dir.encode() in ln]
     assert len(conn) == 1, lines
-    assert conn[0].endswith(b"c\\x0a" + FORGED + b"\\xff\\xfe\\x1b[2J"), conn[0]
+    # Quoted, as the name holds spaces.
+    assert conn[0].endswith(b"c\\x0a" + FORGED + b"\\xff\\xfe\\x1b[2J\""), conn[0]
 
 
 @pytest.mark.parametrize("model", MODELS)
 def test_json_log_stays_valid_with_a_hostile_peer_name(short_dir, model):
     lines = _serve_evil_client(short_dir, model, "--log-format", "json")
-    msgs = []
+    objs = []
     for ln in lines:
         if ln.startswith(b"echod: listening on "):
             continue  # always plain text, by contract
         assert not ln.startswith(FORGED), lines
-        msgs.append(json.loads(ln.decode("utf-8"))["msg"])  # strict: valid UTF-8 and JSON
-    conn = [m for m in msgs if m.startswith("connection from " + short_dir)]
-    assert len(conn) == 1, msgs
+        objs.append(json.loads(ln.decode("utf-8")))  # strict: valid UTF-8 and JSON
+    conn = [o["peer"] for o in objs
+            if o["msg"] == "connection ended" and o["peer"].startswith(short_dir)]
+    assert len(conn) == 1, objs
     # Bytes that are not UTF-8 come out as the code point of the same number.
     assert conn[0].endswith("c\n" + FORGED.decode() + "\u00ff\u00fe\u001b[2J"), conn[0]
 

@@ -101,10 +101,6 @@ def test_counters_follow_traffic(echod, model):
     assert time.time() - 120 < start <= time.time() + 1
 
 
-# The engines count how connections end and messages on the proxywire branch;
-# strict, so that the marker goes once both are merged.
-@pytest.mark.xfail(strict=True, reason="close reasons and messages are counted by the engines "
-                   "on another branch")
 @pytest.mark.parametrize("model", MODELS)
 def test_close_reasons_and_messages(echod, model):
     srv, maddr = start_with_metrics(echod, "-m", model)

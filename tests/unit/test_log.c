@@ -187,6 +187,87 @@ static void test_log_always_is_escaped_too(void **state)
 	assert_string_equal(out, "echod: listening on unix /tmp/a\\x0ab\n");
 }
 
+/* log_fields' line for fields f, in the given format, into out. */
+static size_t capture_fields(bool json, const struct log_field *f, int nf, char *out, size_t cap)
+{
+	FILE *file = tmpfile();
+	int saved = dup(STDERR_FILENO);
+	size_t n;
+
+	assert_non_null(file);
+	assert_int_equal(dup2(fileno(file), STDERR_FILENO), STDERR_FILENO);
+	log_setup("echod", LOGL_DEBUG, json);
+	log_fields(LOGL_DEBUG, "connection ended", f, nf);
+	assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
+	close(saved);
+	rewind(file);
+	n = fread(out, 1, cap - 1, file);
+	out[n] = '\0';
+	fclose(file);
+	return n;
+}
+
+static void test_fields_as_text_and_json(void **state)
+{
+	const struct log_field f[] = {
+		{"end", "eof", 0},
+		{"bytes_in", NULL, 18446744073709551615ull},
+		{"peer", "/tmp/a\n\"b\xff", 0},
+	};
+	char out[4096];
+	size_t n;
+
+	(void)state;
+	n = capture_fields(false, f, 3, out, sizeof(out));
+	assert_one_line(out, n);
+	/* Quoted: it holds a quote; the log's own escaping comes on top. */
+	assert_string_equal(out, "echod: connection ended end=eof bytes_in=18446744073709551615 "
+				 "peer=\"/tmp/a\\x0a\\\\\"b\\xff\"\n");
+	n = capture_fields(true, f, 3, out, sizeof(out));
+	assert_one_line(out, n);
+	assert_non_null(strstr(out,
+			       "\"level\":\"debug\",\"msg\":\"connection ended\",\"end\":\"eof\","
+			       "\"bytes_in\":18446744073709551615,"
+			       "\"peer\":\"/tmp/a\\u000a\\\"b\\u00ff\"}\n"));
+}
+
+/* A value with a space is quoted, so that key=value pairs split cleanly. */
+static void test_text_values_with_spaces_are_quoted(void **state)
+{
+	const struct log_field f[] = {
+		{"detail", "v1: bad port", 0},
+		{"peer", "1.2.3.4:5", 0},
+	};
+	char out[4096];
+	size_t n;
+
+	(void)state;
+	n = capture_fields(false, f, 2, out, sizeof(out));
+	assert_one_line(out, n);
+	assert_string_equal(out,
+			    "echod: connection ended detail=\"v1: bad port\" peer=1.2.3.4:5\n");
+}
+
+/* Fields that do not fit are left out whole: the JSON line still parses. */
+static void test_json_fields_that_do_not_fit_are_left_out(void **state)
+{
+	char big[3000], out[4096];
+	const struct log_field f[] = {
+		{"a", big, 0},
+		{"number", NULL, 12345},
+		{"b", "after", 0},
+	};
+	size_t n;
+
+	(void)state;
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	n = capture_fields(true, f, 3, out, sizeof(out));
+	assert_one_line(out, n);
+	assert_memory_equal(out + n - 4, "x\"}\n", 4);
+	assert_null(strstr(out, "number"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -195,6 +276,9 @@ int main(void)
 		cmocka_unit_test(test_json_escapes),
 		cmocka_unit_test(test_long_messages_are_cut_cleanly),
 		cmocka_unit_test(test_log_always_is_escaped_too),
+		cmocka_unit_test(test_fields_as_text_and_json),
+		cmocka_unit_test(test_text_values_with_spaces_are_quoted),
+		cmocka_unit_test(test_json_fields_that_do_not_fit_are_left_out),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -110,9 +110,10 @@ static int block_signals(struct stopper *st, const struct server *srv)
 static void start_signal_thread(struct stopper *st)
 {
 	pthread_t tid;
+	int err = pthread_create(&tid, NULL, signal_main, st);
 
-	if (pthread_create(&tid, NULL, signal_main, st) != 0)
-		errx(1, "cannot start the signal thread");
+	if (err)
+		errx(1, "cannot start the signal thread: %s", strerror(err));
 	pthread_detach(tid);
 }
 

@@ -4,7 +4,8 @@
 #   1. install the test dependencies when they are missing (root only; otherwise
 #      print the apt-get command and stop)
 #   2. build with gcc, and with clang in build-clang/: -Werror must hold on both
-#   3. unit tests (cmocka) and the end-to-end suite (pytest) on the plain build
+#   3. unit tests (cmocka), the end-to-end suite (pytest) and a short soak
+#      (tests/soak/soak.py, CHECK_SOAK_S seconds per engine) on the plain build
 #   4. ASan+UBSan build: unit tests, then the end-to-end suite on every model
 #   5. TSan build: the end-to-end suite on the models that use threads
 #
@@ -324,6 +325,10 @@ main()
 
 	step "end-to-end tests (models: ${ECHOD_MODELS:-all})"
 	e2e_tests plain build "${ECHOD_MODELS:-}"
+	step_done
+
+	step "soak (short: ${CHECK_SOAK_S:-6} s per engine)"
+	run 300 env SOAK_S="${CHECK_SOAK_S:-6}" ECHOD_BIN="$PWD/build/echod" "$PYTHON" tests/soak/soak.py
 	step_done
 
 	step "build (ASan+UBSan, in $asan/)"

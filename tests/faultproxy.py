@@ -195,7 +195,6 @@ class FaultProxy:
         self._loop = None
         self._thread = None
         self._writers = []
-        self._tasks = set()
 
     def __enter__(self):
         self.start()
@@ -235,11 +234,12 @@ class FaultProxy:
         ready.set()
         await self._stop_event.wait()
         server.close()
-        for t in list(self._tasks):
-            t.cancel()
         for w in self._writers:
             w.close()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in others:
+            t.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
 
     def _abort(self, writer):
         _set_reset_on_close(writer)
@@ -264,14 +264,12 @@ class FaultProxy:
         down = _Leg(self, conn, "down", s_reader, c_writer, self.down, legs)
         tasks = [asyncio.ensure_future(coro) for coro in
                  (up.read_side(), up.write_side(), down.read_side(), down.write_side())]
-        self._tasks.update(tasks)
         try:
             # Done when both directions have delivered their end (EOF or reset).
             await asyncio.wait([tasks[1], tasks[3]])
         finally:
             for t in tasks:
                 t.cancel()
-            self._tasks.difference_update(tasks)
             for w in (c_writer, s_writer):
                 w.close()
             conn.note("closed")

@@ -2,7 +2,7 @@
 
 Each test puts the fault proxy between a client and a real echod, on every
 model: 1-byte slices, latency with jitter and a bandwidth cap must leave the
-echo byte-exact; a stall longer than --idle-timeout must end in a close by
+echo byte-exact, for one client and for several at once; a stall longer than --idle-timeout must end in a close by
 echod within the timeout; a reset toward either side must end the client's
 exchange cleanly (a prefix of the echo, then EOF or a reset, never a hang) and
 leave echod serving others with every descriptor of the connection closed.
@@ -13,11 +13,12 @@ import random
 import select
 import socket
 import sys
+import threading
 import time
 
 import pytest
 
-from conftest import MODELS, assert_echo, connect_to, echo_stream, open_fds, recv_exactly, wait_until
+from conftest import CONCURRENT_MODELS, MODELS, assert_echo, connect_to, echo_stream, open_fds, recv_exactly, wait_until
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from faultproxy import FaultProxy, Faults  # noqa: E402  (tests/faultproxy.py)
@@ -127,6 +128,33 @@ def test_echo_is_byte_exact_under_a_bandwidth_cap(echod, model):
             elapsed = time.monotonic() - start
     # The cap was in force (else this test would prove nothing about it).
     assert elapsed >= 0.8 * len(payload) / rate
+
+
+@pytest.mark.parametrize("model", CONCURRENT_MODELS)
+def test_concurrent_clients_through_combined_faults_get_exact_echoes(echod, model):
+    srv = echod(*model_args(model))
+    baseline = baseline_fds(srv)
+    faults = Faults(slice=7, latency=0.005, jitter=0.01, rate=1_000_000)
+    payloads = [os.urandom(24 * 1024) for _ in range(6)]
+    echoes, errors = [None] * len(payloads), []
+
+    def client(i):
+        try:
+            with through(proxy) as s:
+                echoes[i] = echo_stream(s, payloads[i], timeout=30)
+        except (OSError, AssertionError) as e:
+            errors.append(f"client {i}: {e!r}")
+
+    with FaultProxy(("127.0.0.1", srv.port), up=faults, down=faults) as proxy:
+        clients = [threading.Thread(target=client, args=(i,)) for i in range(len(payloads))]
+        for t in clients:
+            t.start()
+        for t in clients:
+            t.join(40)
+        assert not any(t.is_alive() for t in clients), "a client hung"
+    assert not errors
+    assert echoes == payloads
+    assert_serves_others_without_leak(srv, baseline)
 
 
 # ---------------------------------------------------------------------------

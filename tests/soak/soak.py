@@ -65,7 +65,7 @@ WORKERS = 3
 # uring runs 2 workers: with 3 or more its start-up can deadlock (a known
 # defect, being fixed separately).  SOAK_URING_WORKERS=3 once it is fixed.
 URING_WORKERS = int(os.environ.get("SOAK_URING_WORKERS", "2"))
-IDLE_TIMEOUT = 1.0
+IDLE_TIMEOUT = 2.0
 MAX_CONNS = 16
 UDP_RATE = 200
 GRACE = 5
@@ -444,6 +444,7 @@ class Context:
     def __init__(self, port, tally, index, flood, can_bind_low):
         self.port, self.tally, self.index = port, tally, index
         self.flood, self.can_bind_low = flood, can_bind_low
+        self.doing = ("nothing", time.monotonic())
 
     def source(self, role):
         # 127.0.R.I: one address per client thread and role (rate limits are per address).
@@ -462,6 +463,7 @@ def client_thread(ctx, seed, until, kinds):
     names, weights = [k[:2] for k in kinds], [k[2] for k in kinds]
     while not until():
         kind, fn = rng.choices(names, weights)[0]
+        ctx.doing = (kind, time.monotonic())
         try:
             fn(ctx, rng)
             ctx.tally.add(**{f"runs_{kind}": 1})
@@ -469,6 +471,8 @@ def client_thread(ctx, seed, until, kinds):
             ctx.tally.fail(kind, f"hang: {e}")
         except OSError as e:
             ctx.tally.fail(kind, repr(e))
+        except Exception as e:  # a bug of the soak itself: say so, go on
+            ctx.tally.fail(kind, f"soak client error: {e!r}")
 
 
 def start_clients(port, tally, until, nthreads, flood, seed):
@@ -480,23 +484,25 @@ def start_clients(port, tally, until, nthreads, flood, seed):
         t = threading.Thread(target=client_thread, args=(ctx, seed * 1000 + i, until, CLIENTS),
                              daemon=True)
         t.start()
-        threads.append(t)
+        threads.append((t, ctx))
     return threads
 
 
-def join_clients(threads, tally):
+def join_clients(threads, tally, end):
     # Every client kind ends within EXCHANGE_TIMEOUT (+ its idle wait) of the end.
-    deadline = time.monotonic() + 2 * EXCHANGE_TIMEOUT
-    for t in threads:
+    deadline = max(end, time.monotonic()) + 2 * EXCHANGE_TIMEOUT
+    for t, ctx in threads:
         t.join(max(0.0, deadline - time.monotonic()))
-    if any(t.is_alive() for t in threads):
-        tally.fail("soak", "a client thread did not finish: a hang in the client or server")
+        if t.is_alive():
+            kind, since = ctx.doing
+            tally.fail(kind, f"client thread {ctx.index} still running {kind} after "
+                             f"{time.monotonic() - since:.0f} s: a hang in the client or server")
 
 
 def run_clients(port, tally, seconds, nthreads, flood, seed):
     end = time.monotonic() + seconds
     join_clients(start_clients(port, tally, lambda: time.monotonic() >= end, nthreads, flood,
-                               seed), tally)
+                               seed), tally, end)
 
 
 def warm_up(pid, port, tally, nthreads, flood, seed):
@@ -520,7 +526,7 @@ def warm_up(pid, port, tally, nthreads, flood, seed):
     while not enough():
         time.sleep(0.1)  # sampling RSS, bounded by WARMUP_MAX_S
     stop.set()
-    join_clients(threads, tally)
+    join_clients(threads, tally, time.monotonic())
     return time.monotonic() - start
 
 
@@ -597,10 +603,17 @@ class Monitor(threading.Thread):
         super().__init__(daemon=True)
         self.pid, self.peak_fds, self.peak_threads = pid, 0, 0
         self.rss = []  # one sample a second, to show a trend
+        # How late this thread woke: a machine (or VM) stalled longer than the
+        # idle timeout makes echod close active connections, rightly.
+        self.max_lag = 0.0
         self.stopping = threading.Event()
 
     def run(self):
-        while not self.stopping.wait(0.1):
+        while True:
+            t0 = time.monotonic()
+            if self.stopping.wait(0.1):
+                return
+            self.max_lag = max(self.max_lag, time.monotonic() - t0 - 0.1)
             try:
                 snap = snapshot(self.pid)
             except (OSError, RuntimeError):
@@ -652,6 +665,7 @@ def soak_engine(model, seconds, seed):
         end = settle(pid, lambda h: (h[-1]["fds"], h[-1]["threads"]) ==
                      (base["fds"], base["threads"]))
         r.update(base=base, end=end, peak_fds=monitor.peak_fds, peak_threads=monitor.peak_threads,
+                 max_lag=monitor.max_lag,
                  rss_trend=[monitor.rss[len(monitor.rss) * q // 4] for q in range(4)]
                  if monitor.rss else [])
     finally:
@@ -722,7 +736,11 @@ def print_table(results, seconds):
               f"idle closes {t.get('closed_by_idle_timeout')}; "
               f"udp answered {t.get('udp_answered')} of {t.get('udp_sent')}, "
               f"guarded sent {t.get('udp_guarded_sent')}; RSS KiB during the run "
-              f"{' '.join(map(str, r['rss_trend']))}")
+              f"{' '.join(map(str, r['rss_trend']))}; longest scheduling lag {r['max_lag']:.2f} s")
+        if r["violations"] and r["max_lag"] >= IDLE_TIMEOUT:
+            print(f"  NOTE: the soak's own threads were stalled for {r['max_lag']:.1f} s, longer "
+                  f"than --idle-timeout: an overloaded or paused machine; resets and hangs "
+                  f"below may be its doing")
         for what in r["violations"]:
             print(f"  VIOLATION: {what}")
         for what, why in r["known"]:

@@ -5,13 +5,16 @@ model: 1-byte slices, latency with jitter and a bandwidth cap must leave the
 echo byte-exact, for one client and for several at once; a stall longer than --idle-timeout must end in a close by
 echod within the timeout; a reset toward either side must end the client's
 exchange cleanly (a prefix of the echo, then EOF or a reset, never a hang) and
-leave echod serving others with every descriptor of the connection closed.
+leave echod serving others with every descriptor of the connection closed;
+SIGTERM while a slow client still sends must end echod within --grace.
 """
 
 import os
 import random
 import select
+import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -227,3 +230,37 @@ def test_reset_toward_client_mid_stream_leaves_echod_serving_others(echod, model
     assert how == "reset", f"the client saw {how} after {len(got)} bytes"
     assert len(got) <= reset_at and got == payload[:len(got)]
     assert_serves_others_without_leak(srv, baseline)
+
+
+# ---------------------------------------------------------------------------
+# SIGTERM while a slow client is still sending: --grace bounds the wait.
+
+GRACE = 1.0
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_sigterm_during_a_slow_flood_exits_within_grace(echod, model):
+    srv = echod("--grace", str(GRACE), *model_args(model))
+    payload = os.urandom(4 << 20)  # 20 s at the cap: far longer than the grace
+    outcome = []
+
+    def client():
+        with through(proxy) as s:
+            outcome.append(exchange_until_end(s, payload, timeout=GRACE + 10))
+
+    with FaultProxy(("127.0.0.1", srv.port), up=Faults(rate=200_000, slice=4096)) as proxy:
+        t = threading.Thread(target=client)
+        t.start()
+        assert wait_until(lambda: proxy.conns and proxy.conns[0].forwarded["up"] > 50_000, 5)
+        srv.signal(signal.SIGTERM)
+        start = time.monotonic()
+        try:
+            code = srv.proc.wait(timeout=GRACE + 5)
+        except subprocess.TimeoutExpired:
+            code = None
+        waited = time.monotonic() - start
+        t.join(GRACE + 12)
+    assert code == 0 and waited <= GRACE + 1.5, f"exit {code} after {waited:.1f} s"
+    assert outcome, "the client hung"
+    got, how = outcome[0]
+    assert got == payload[:len(got)]

@@ -327,8 +327,8 @@ main()
 	e2e_tests plain build "${ECHOD_MODELS:-}"
 	step_done
 
-	step "soak (short: ${CHECK_SOAK_S:-6} s per engine)"
-	run 300 env SOAK_S="${CHECK_SOAK_S:-6}" ECHOD_BIN="$PWD/build/echod" "$PYTHON" tests/soak/soak.py
+	step "soak (short: ${CHECK_SOAK_S:-5} s per engine)"
+	run 300 env SOAK_S="${CHECK_SOAK_S:-5}" ECHOD_BIN="$PWD/build/echod" "$PYTHON" tests/soak/soak.py
 	step_done
 
 	step "build (ASan+UBSan, in $asan/)"

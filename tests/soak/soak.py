@@ -37,7 +37,8 @@ others get 8 client threads and floods of --max-conns + 8.
 
 Environment: SOAK_S (seconds per engine, default 60), SOAK_MODELS (else
 ECHOD_MODELS), ECHOD_BIN (default build/echod), SOAK_LOGDIR (echod's logs,
-default build/soak), SOAK_SEED (the run prints its seed), SOAK_URING_WORKERS.
+default build/soak), SOAK_SEED (the run prints its seed), SOAK_URING_WORKERS,
+SOAK_URING_BUFS.
 Standard library only; loopback only (127.0.0.0/8); needs root for the
 guarded ports below 1024 (without it that client kind is skipped, and said).
 """
@@ -65,6 +66,13 @@ WORKERS = 3
 # uring runs 2 workers: with 3 or more its start-up can deadlock (a known
 # defect, being fixed separately).  SOAK_URING_WORKERS=3 once it is fixed.
 URING_WORKERS = int(os.environ.get("SOAK_URING_WORKERS", "2"))
+# uring's provided-buffer ring is used in turn, a few pages of a buffer at a
+# time, so its RSS rises for minutes until the whole ring (4 MiB per worker by
+# default) has been touched: no warm-up of a few seconds reaches that plateau.
+# The soak gives it 32 buffers per worker (ECHOD_URING_BUFS, echod's test-only
+# knob): the ring is warm within the warm-up, and running dry, with reads
+# waiting for buffers, is part of the soak.  SOAK_URING_BUFS=0: the default ring.
+URING_BUFS = os.environ.get("SOAK_URING_BUFS", "32")
 IDLE_TIMEOUT = 2.0
 MAX_CONNS = 16
 UDP_RATE = 200
@@ -549,7 +557,11 @@ class Echod:
             self.args += ["-w", str(workers)]
         self.logpath = logpath
         self.log = open(logpath, "w+b")
-        self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL,
+        env = dict(os.environ)
+        env.pop("ECHOD_URING_BUFS", None)
+        if model == "uring" and URING_BUFS != "0":
+            env["ECHOD_URING_BUFS"] = URING_BUFS
+        self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, env=env,
                                      stdout=subprocess.DEVNULL, stderr=self.log)
         self.port = None
 
@@ -745,6 +757,11 @@ def print_table(results, seconds):
             print(f"  VIOLATION: {what}")
         for what, why in r["known"]:
             print(f"  KNOWN DEFECT: {what}: {why}")
+        shown = {why for _, why in r["known"]}
+        for model, _, why in KNOWN_DEFECTS:
+            if model == r["model"] and why not in shown:
+                print(f"  NOTE: known defect did not show in this run (fixed? then delete its "
+                      f"KNOWN_DEFECTS entry): {why}")
 
 
 def main(argv):

@@ -67,7 +67,7 @@ WORKERS = 3
 # defect, being fixed separately).  SOAK_URING_WORKERS=3 once it is fixed.
 URING_WORKERS = int(os.environ.get("SOAK_URING_WORKERS", "2"))
 # uring's provided-buffer ring is used in turn, a few pages of a buffer at a
-# time, so its RSS rises for minutes until the whole ring (4 MiB per worker by
+# time, so its RSS rises for tens of seconds until the whole ring (4 MiB per worker by
 # default) has been touched: no warm-up of a few seconds reaches that plateau.
 # The soak gives it 32 buffers per worker (ECHOD_URING_BUFS, echod's test-only
 # knob): the ring is warm within the warm-up, and running dry, with reads

@@ -13,6 +13,9 @@
 #   make bench      echod's models and other echo servers side by side, with
 #                   echoc bench as the load (bench/run.sh); SUITE=uring-vs-epoll
 #                   or SUITE=udp for a subset, QUICK=1 for short runs
+#   make soak       mixed hostile clients on every engine, then descriptors,
+#                   threads and RSS back to their baseline (tests/soak/soak.py);
+#                   SOAK_S seconds per engine (default 60)
 #   make install    PREFIX=/usr/local DESTDIR=
 #
 # SANITIZER=address,undefined or SANITIZER=thread builds an instrumented tree
@@ -173,6 +176,10 @@ check:
 bench: all
 	@bash bench/run.sh $(SUITE)
 
+# SOAK_S and SOAK_MODELS reach tests/soak/soak.py through the environment.
+soak: all
+	ECHOD_BIN=$(B)/echod $${PYTHON:-/usr/bin/python3} tests/soak/soak.py
+
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1
 	install -m 755 $(B)/echod $(B)/echoc $(DESTDIR)$(PREFIX)/bin/
@@ -184,7 +191,7 @@ format:
 clean:
 	rm -rf build build-*
 
-.PHONY: all unit clang run check bench install format clean FORCE
+.PHONY: all unit clang run check bench soak install format clean FORCE
 
 # ---------------------------------------------------------------------------
 # Fuzzing (tests/fuzz/, docs/fuzzing.md): libFuzzer targets built with clang,

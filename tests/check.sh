@@ -7,7 +7,8 @@
 #   2. build with gcc, and with clang in build-clang/: -Werror must hold on both;
 #      the gcc build must have the uring engine wherever liburing and the
 #      kernel allow it
-#   3. unit tests (cmocka) and the end-to-end suite (pytest) on the plain build
+#   3. unit tests (cmocka), the end-to-end suite (pytest) and a short soak
+#      (tests/soak/soak.py, CHECK_SOAK_S seconds per engine) on the plain build
 #   4. a build without liburing (build-nouring/): unit tests, the end-to-end
 #      suite on epoll and on whatever auto picks, and the build-configuration
 #      tests (tests/build/: a tree built before liburing was installed)
@@ -381,6 +382,10 @@ main()
 
 	step "end-to-end tests (models: ${ECHOD_MODELS:-all})"
 	e2e_tests plain build "${ECHOD_MODELS:-}"
+	step_done
+
+	step "soak (short: ${CHECK_SOAK_S:-15} s per engine)"
+	run 300 env SOAK_S="${CHECK_SOAK_S:-15}" ECHOD_BIN="$PWD/build/echod" "$PYTHON" tests/soak/soak.py
 	step_done
 
 	step "make bench's report (tests/bench/) and the shipped configurations (tests/contrib/)"

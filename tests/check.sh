@@ -305,6 +305,16 @@ unit_tests()
 	finish_tests "$rc" "$log"
 }
 
+# pytest's limit on any single test, when pytest-timeout is there.
+timeout_arg()
+{
+	if "$PYTHON" -c 'import pytest_timeout' 2>/dev/null; then
+		echo "--timeout=$TEST_TIMEOUT"
+	else
+		echo "WARNING: pytest-timeout missing: single tests are not time-limited" >&2
+	fi
+}
+
 # e2e_tests NAME DIR MODELS [PREFIX...]: the pytest suite against DIR's
 # binaries, on MODELS (empty: conftest.py's default, every model).
 e2e_tests()
@@ -315,11 +325,7 @@ e2e_tests()
 	[ -n "$models" ] || cmd+=(-u ECHOD_MODELS)
 	cmd+=(ECHOD_BIN="$PWD/$dir/echod" ECHOC_BIN="$PWD/$dir/echoc")
 	[ -z "$models" ] || cmd+=(ECHOD_MODELS="$models")
-	if "$PYTHON" -c 'import pytest_timeout' 2>/dev/null; then
-		args+=(--timeout="$TEST_TIMEOUT")
-	else
-		echo "WARNING: pytest-timeout missing: single tests are not time-limited"
-	fi
+	args+=($(timeout_arg))
 	run "$E2E_TIMEOUT" "$@" "${cmd[@]}" "$PYTHON" -m pytest "${args[@]}" 2>&1 | tee "$log" ||
 		rc=$?
 	count_pytest "$log"
@@ -336,7 +342,7 @@ pytest_tests()
 {
 	local name=$1 dir=$2 log=$LOGDIR/$1.log rc=0
 	shift 2
-	run "$E2E_TIMEOUT" env "$@" "$PYTHON" -m pytest "$dir" -q -rfEs \
+	run "$E2E_TIMEOUT" env "$@" "$PYTHON" -m pytest "$dir" -q -rfEs $(timeout_arg) \
 		-p no:cacheprovider 2>&1 | tee "$log" || rc=$?
 	count_pytest "$log"
 	[ "$rc" -ne 5 ] || die "$STEP_NAME: no test ran in $dir"

@@ -18,56 +18,11 @@ import urllib.parse
 
 import pytest
 
-from conftest import MODELS, assert_echo, has_ipv6_loopback, recv_until_eof, wait_until
+from conftest import (METRICS_RE, MODELS, assert_echo, has_ipv6_loopback, http,
+                      recv_until_eof, scrape, scraped, start_with_metrics, wait_until)
 
-METRICS_RE = r"^echod: metrics on http://(\S+)/metrics$"
 DEADLINE_S = 1.0  # METRICS_HTTP_DEADLINE_MS
 MAX_CONNS = 8  # METRICS_HTTP_MAX_CONNS
-
-
-def start_with_metrics(echod, *args):
-    """echod with --metrics on a free loopback port; returns (server, "HOST:PORT")."""
-    srv = echod("--metrics", "127.0.0.1:0", *args)
-    return srv, srv.wait_for_line(METRICS_RE).group(1)
-
-
-def http(addr, request, timeout=5.0):
-    """Sends raw request bytes; returns (status, headers dict, body) from the reply."""
-    host, port = addr.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=timeout) as s:
-        s.sendall(request)
-        raw = recv_until_eof(s, timeout=timeout)
-    head, _, body = raw.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {}
-    for line in lines[1:]:
-        k, _, v = line.partition(":")
-        headers[k.strip().lower()] = v.strip()
-    return status, headers, body
-
-
-def scrape(addr):
-    """GET /metrics: the body as text, after checking the status and type."""
-    status, headers, body = http(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert status == 200
-    assert headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
-    assert int(headers["content-length"]) == len(body)
-    return body.decode()
-
-
-def samples(text):
-    """{'name{labels}': value} of every sample line."""
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            out[key] = float(value)
-    return out
-
-
-def scraped(addr):
-    return samples(scrape(addr))
 
 
 @pytest.mark.parametrize("model", MODELS)

@@ -34,14 +34,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "fuzz_conn: %s:%d: invariant broken: %s\n", __FILE__,      \
-				__LINE__, #cond);                                                  \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
+#include "fuzz_check.h"
 
 #define ALL	     255 /* an amount meaning "everything allowed" */
 #define FINISH_STEPS 16	 /* flush, shut, EOF: a few rounds are enough */

@@ -21,14 +21,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "fuzz_http: %s:%d: invariant broken: %s\n", __FILE__,      \
-				__LINE__, #cond);                                                  \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
+#include "fuzz_check.h"
 
 /* http_parse_request on an exact-size copy of the first n bytes. */
 static enum http_verdict parse_prefix(const uint8_t *data, size_t n)

@@ -41,15 +41,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define MAX_WORDS 48
 
-/* Aborts with a message: libFuzzer saves the input that got here. */
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "fuzz_options: %s:%d: invariant broken: %s\n", __FILE__,   \
-				__LINE__, #cond);                                                  \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
+#include "fuzz_check.h"
 
 enum program { ECHOD, ECHOC, BENCH, PROGRAMS };
 

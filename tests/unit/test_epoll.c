@@ -3,10 +3,11 @@
  * without serving: whether a worker's listeners are in its epoll set.
  *
  * Includes engine_epoll.c itself, to reach its statics; what it needs from
- * engine.c is stubbed here, so the test links with the common objects alone.
+ * engine.c is stubbed in engine_stubs.h, so the test links with the common objects alone.
  */
 #include "../../src/echod/engine_epoll.c"
 #include "../../src/echod/workers.c"
+#include "engine_stubs.h"
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -18,34 +19,6 @@
 
 const struct engine engine_iterative, engine_threads, engine_uring;
 
-bool server_take_slot(struct server *srv)
-{
-	(void)srv;
-	return true;
-}
-
-bool server_release_slot(struct server *srv)
-{
-	(void)srv;
-	return false;
-}
-
-bool server_stop_requested(const struct server *srv)
-{
-	(void)srv;
-	return false;
-}
-
-unsigned server_conn_flags(const struct server *srv)
-{
-	(void)srv;
-	return 0;
-}
-
-void engine_log_accept_error(int err)
-{
-	(void)err;
-}
 
 /* A worker with nl listening sockets (fd -1 where bad[i]) and epoll set epfd. */
 struct fixture {

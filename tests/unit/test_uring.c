@@ -2,11 +2,12 @@
  * test_uring.c - the uring engine's submission path, on a real ring.
  *
  * Includes engine_uring.c itself, to reach its statics; what it needs from
- * engine.c is stubbed here, so the test links with the common objects alone.
+ * engine.c is stubbed in engine_stubs.h, so the test links with the common objects alone.
  * Built without liburing, there is nothing to test.
  */
 #include "../../src/echod/engine_uring.c"
 #include "../../src/echod/workers.c"
+#include "engine_stubs.h"
 
 #include <fcntl.h>
 #include <setjmp.h>
@@ -20,34 +21,6 @@ const struct engine engine_iterative, engine_threads, engine_epoll;
 
 #ifdef HAVE_LIBURING
 
-bool server_take_slot(struct server *srv)
-{
-	(void)srv;
-	return true;
-}
-
-bool server_release_slot(struct server *srv)
-{
-	(void)srv;
-	return false;
-}
-
-bool server_stop_requested(const struct server *srv)
-{
-	(void)srv;
-	return false;
-}
-
-unsigned server_conn_flags(const struct server *srv)
-{
-	(void)srv;
-	return 0;
-}
-
-void engine_log_accept_error(int err)
-{
-	(void)err;
-}
 
 /* A hang is a failure too: get_sqe() used to retry forever. */
 static void hung(int sig)

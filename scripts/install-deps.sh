@@ -45,7 +45,7 @@ SET=$1
 give_up()
 {
 	if [ "$SET" = build ]; then
-		echo "install-deps: going on without: echod is built without io_uring and serves with epoll" >&2
+		echo "install-deps: going on without: echod is built without what is missing (no liburing: it serves with epoll; no libseccomp: its sandbox has no system call filter)" >&2
 		exit 0
 	fi
 	exit 1

@@ -28,7 +28,7 @@ FAKE_ID = """#!/bin/sh
 echo "$FAKE_UID"
 """
 
-BUILD_SET = ["liburing-dev"]
+BUILD_SET = ["liburing-dev", "libseccomp-dev"]
 # A few of the test set: enough to see that check asks for both sets.
 SOME_TEST_PACKAGES = ["libcmocka-dev", "python3-pytest"]
 
@@ -67,9 +67,10 @@ def test_root_installs_missing_build_package_after_update_without_stdin(deps):
     assert len(r.apt_calls) == 2, r.apt_calls
     assert r.apt_calls[0].startswith("update ")
     install = r.apt_calls[1]
-    assert install.startswith("install -y ") and " liburing-dev " in install
+    assert install.startswith("install -y ")
+    assert all(f" {p} " in install for p in BUILD_SET), install
     assert "stdin=/dev/null" in install and "frontend=noninteractive" in install
-    assert r.installed == {"liburing-dev"}
+    assert r.installed == set(BUILD_SET)
 
 
 def test_root_with_everything_present_runs_no_apt_get(deps):
@@ -91,7 +92,8 @@ def test_non_root_run_prints_the_exact_command_and_goes_on(deps):
     r = deps("build", uid=1000)
     assert r.returncode == 0
     assert r.apt_calls == []
-    assert "    sudo apt-get install -y --no-install-recommends liburing-dev\n" in r.stderr
+    assert ("    sudo apt-get install -y --no-install-recommends " + " ".join(BUILD_SET) + "\n"
+            in r.stderr), r.stderr
     assert "serves with epoll" in r.stderr
 
 

@@ -243,6 +243,9 @@ sanitizer_env()
 	export ASAN_OPTIONS="detect_leaks=$LEAKS:halt_on_error=1:abort_on_error=1:log_path=$SANLOG/asan"
 	export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:abort_on_error=1:log_path=$SANLOG/ubsan"
 	export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:log_path=$SANLOG/tsan"
+	# test_workers.py starts each multi-worker engine 20 times; 5 starts an
+	# engine and worker count are enough under a sanitizer, which starts slowly.
+	export ECHOD_WORKER_STARTS=5
 }
 
 SAN_PATTERN='runtime error:|ERROR: AddressSanitizer|ERROR: LeakSanitizer|WARNING: ThreadSanitizer'

@@ -119,7 +119,8 @@ static int validate_metrics(const struct config *cfg, char *err, size_t errlen)
 			return -EINVAL;
 		}
 	if (cfg->metrics.n && cfg->inetd) {
-		snprintf(err, errlen, "cannot use --metrics with --inetd (one connection, no listener)");
+		snprintf(err, errlen,
+			 "cannot use --metrics with --inetd (one connection, no listener)");
 		return -EINVAL;
 	}
 	return 0;

@@ -464,7 +464,8 @@ static bool advance(struct worker *w, struct econn *ec, bool moved)
 /* Registers interest in exactly what the connection waits for. */
 static void update_interest(struct worker *w, struct econn *ec)
 {
-	uint32_t want = (conn_wants_read(&ec->c) ? EPOLLIN : 0) | (conn_unsent(&ec->c) ? EPOLLOUT : 0);
+	uint32_t want =
+		(conn_wants_read(&ec->c) ? EPOLLIN : 0) | (conn_unsent(&ec->c) ? EPOLLOUT : 0);
 	struct epoll_event ev = {.events = want, .data.ptr = ec};
 
 	if (want == ec->events)

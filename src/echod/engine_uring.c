@@ -300,7 +300,8 @@ static struct io_uring_sqe *get_sqe(struct worker *w)
 		sqe = io_uring_get_sqe(&w->ring);
 		if (sqe)
 			break;
-		if (rc >= 0 || rc == -EINTR || ((rc == -EBUSY || rc == -EAGAIN) && tries < SUBMIT_TRIES))
+		if (rc >= 0 || rc == -EINTR ||
+		    ((rc == -EBUSY || rc == -EAGAIN) && tries < SUBMIT_TRIES))
 			continue;
 		w->ring_err = rc < 0 ? rc : -EBUSY;
 		log_error("worker %d: io_uring_submit: %s", w->id, strerror(-w->ring_err));
@@ -739,8 +740,7 @@ static void on_recv(struct worker *w, struct io_uring_cqe *cqe)
 	if (cqe->res > 0) {
 		size_t keep;
 
-		if (current && u->rx.len && !conn_unsent(&u->c) &&
-		    (uint32_t)cqe->res < u->rx.len)
+		if (current && u->rx.len && !conn_unsent(&u->c) && (uint32_t)cqe->res < u->rx.len)
 			u->rx.sized = u->rx.overshot;
 		keep = conn_borrowed_arrived(&u->c, (size_t)cqe->res);
 
@@ -1233,8 +1233,11 @@ static int run(struct server *srv)
 	struct uring_shared sh = {.srv = srv,
 				  .wake_fds = calloc((size_t)n, sizeof(int)),
 				  .ws = calloc((size_t)n, sizeof(struct worker))};
-	struct worker_ops ops = {
-		.ctx = &sh, .setup = setup, .all_set_up = all_set_up, .serve = serve, .finish = finish};
+	struct worker_ops ops = {.ctx = &sh,
+				 .setup = setup,
+				 .all_set_up = all_set_up,
+				 .serve = serve,
+				 .finish = finish};
 
 	rc = sh.wake_fds && sh.ws ? 0 : -ENOMEM;
 	for (int i = 0; sh.wake_fds && i < n; i++)

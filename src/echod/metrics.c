@@ -92,8 +92,8 @@ static const struct family_desc families[FAM_COUNT] = {
 			      "Connections refused for a missing or bad PROXY protocol header "
 			      "(--proxy-protocol), by reason.",
 			      "reason"},
-	[FAM_BYTES_IN] = {"echod_bytes_received_total", "Bytes received on TCP and unix connections.",
-			  NULL},
+	[FAM_BYTES_IN] = {"echod_bytes_received_total",
+			  "Bytes received on TCP and unix connections.", NULL},
 	[FAM_BYTES_OUT] = {"echod_bytes_sent_total", "Bytes echoed on TCP and unix connections.",
 			   NULL},
 	[FAM_MSGS_IN] = {"echod_messages_received_total",
@@ -182,7 +182,8 @@ static void put_family(struct out *o, enum family f, const unsigned long *counte
 		if (rows[c].family != f)
 			continue;
 		if (rows[c].label)
-			put(o, "%s{%s=\"%s\"} %lu\n", d->name, d->label, rows[c].label, counters[c]);
+			put(o, "%s{%s=\"%s\"} %lu\n", d->name, d->label, rows[c].label,
+			    counters[c]);
 		else
 			put(o, "%s %lu\n", d->name, counters[c]);
 	}

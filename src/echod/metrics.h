@@ -22,11 +22,11 @@ enum metrics_counter {
 	/* How connections ended, one counter per reason; METRICS_CLOSED counts
 	 * them all, METRICS_CONN_ERRORS (reset) and METRICS_IDLE_TIMEOUTS above
 	 * are two of the reasons. */
-	METRICS_CLOSED_EOF,   /* the peer ended the stream and got all its echo */
-	METRICS_CLOSED_GRACE, /* still open when --grace ran out after a stop */
-	METRICS_CLOSED_ONCE,  /* --once: the one echo delivered */
-	METRICS_MSGS_IN,      /* reads that returned data */
-	METRICS_MSGS_OUT,     /* sends that moved data */
+	METRICS_CLOSED_EOF,	 /* the peer ended the stream and got all its echo */
+	METRICS_CLOSED_GRACE,	 /* still open when --grace ran out after a stop */
+	METRICS_CLOSED_ONCE,	 /* --once: the one echo delivered */
+	METRICS_MSGS_IN,	 /* reads that returned data */
+	METRICS_MSGS_OUT,	 /* sends that moved data */
 	METRICS_MAXCONNS_PAUSES, /* accepting paused: --max-conns reached */
 
 	/* --proxy-protocol: connections closed for a bad or missing header, by
@@ -79,7 +79,7 @@ const char *metrics_name(enum metrics_counter c);
 
 /* What the process reports about itself; a field < 0 is left out. */
 struct metrics_process {
-	double cpu_seconds;	/* user + system */
+	double cpu_seconds; /* user + system */
 	double resident_bytes;
 	double virtual_bytes;
 	double open_fds;

@@ -201,7 +201,8 @@ int metrics_parse_proc_stat(const char *buf, size_t len, struct proc_stat *st)
 		return -1;
 	memcpy(text, buf, len);
 	text[len] = '\0';
-	/* The command name, in parentheses, may hold spaces and parentheses: skip to the last ')'. */
+	/* The command name, in parentheses, may hold spaces and parentheses: skip to the last ')'.
+	 */
 	for (p = text; (p = strchr(p, ')')); p++)
 		close_paren = p;
 	if (!close_paren)
@@ -482,8 +483,8 @@ static nfds_t fill_poll(struct metrics_http *mh, struct pollfd *pfd, struct http
 		if (c->state == CONN_FREE)
 			continue;
 		owner[n] = c;
-		pfd[n++] = (struct pollfd){
-			.fd = c->fd, .events = c->state == CONN_WRITING ? POLLOUT : POLLIN};
+		pfd[n++] = (struct pollfd){.fd = c->fd,
+					   .events = c->state == CONN_WRITING ? POLLOUT : POLLIN};
 	}
 	return n;
 }

@@ -28,13 +28,13 @@
 
 /* What a request asks for, as far as its bytes tell. */
 enum http_verdict {
-	HTTP_NEED_MORE,	   /* no verdict yet: read more */
-	HTTP_GET,	   /* GET /metrics: 200 and the text */
-	HTTP_HEAD,	   /* HEAD /metrics: 200, headers only */
-	HTTP_NOT_FOUND,	   /* a path other than /metrics: 404 */
-	HTTP_BAD_METHOD,   /* a method other than GET and HEAD: 405 */
-	HTTP_BAD_REQUEST,  /* not HTTP/1.0 or 1.1 as RFC 9112 writes it: 400 */
-	HTTP_TOO_LARGE,	   /* no end of headers within HTTP_REQUEST_MAX bytes: 431 */
+	HTTP_NEED_MORE,	  /* no verdict yet: read more */
+	HTTP_GET,	  /* GET /metrics: 200 and the text */
+	HTTP_HEAD,	  /* HEAD /metrics: 200, headers only */
+	HTTP_NOT_FOUND,	  /* a path other than /metrics: 404 */
+	HTTP_BAD_METHOD,  /* a method other than GET and HEAD: 405 */
+	HTTP_BAD_REQUEST, /* not HTTP/1.0 or 1.1 as RFC 9112 writes it: 400 */
+	HTTP_TOO_LARGE,	  /* no end of headers within HTTP_REQUEST_MAX bytes: 431 */
 };
 
 /*

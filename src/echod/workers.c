@@ -23,7 +23,7 @@ struct start_gate {
 	pthread_cond_t cv;
 	int expected; /* -1 until every thread was created */
 	int arrived;
-	int err; /* the first failure: a thread that did not start, a set-up */
+	int err;     /* the first failure: a thread that did not start, a set-up */
 	bool opened; /* every worker arrived and ops->all_set_up ran */
 };
 

@@ -42,7 +42,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 enum buffer_mode { OWNED, LENT, BORROWED, MODES };
 
 enum event {
-	EV_READ,   /* bytes arrive (owned: where conn_read_buf says; borrowed: sized by conn_borrowed_room) */
+	EV_READ,   /* bytes arrive (owned: where conn_read_buf says; borrowed: sized by
+		      conn_borrowed_room) */
 	EV_EOF,	   /* a read returns 0: the peer's EOF */
 	EV_SEND,   /* a send takes some pending bytes */
 	EV_SHUT,   /* the engine follows conn_wants_shutdown */

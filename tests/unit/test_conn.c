@@ -382,7 +382,8 @@ struct borrowed_step {
 	bool backpressured; /* conn_backpressured */
 };
 
-/* conn_borrowed_room: cap minus what is pending, 0 past cap or without input wanted, cap while draining. */
+/* conn_borrowed_room: cap minus what is pending, 0 past cap or without input wanted, cap while
+ * draining. */
 static size_t room_of(const struct conn *c, unsigned state)
 {
 	size_t pending = conn_unsent(c);

@@ -19,7 +19,6 @@
 
 const struct engine engine_iterative, engine_threads, engine_uring;
 
-
 /* A worker with nl listening sockets (fd -1 where bad[i]) and epoll set epfd. */
 struct fixture {
 	struct config cfg;

@@ -21,7 +21,6 @@ const struct engine engine_iterative, engine_threads, engine_epoll;
 
 #ifdef HAVE_LIBURING
 
-
 /* A hang is a failure too: get_sqe() used to retry forever. */
 static void hung(int sig)
 {

@@ -55,7 +55,8 @@ static void fake_finish(void *ctx, int i)
 
 static int run_fake(struct fake *f, int n)
 {
-	struct worker_ops ops = {.ctx = f, .setup = fake_setup, .serve = fake_serve, .finish = fake_finish};
+	struct worker_ops ops = {
+		.ctx = f, .setup = fake_setup, .serve = fake_serve, .finish = fake_finish};
 
 	f->n = n;
 	return workers_run(&ops, n);

@@ -4,7 +4,10 @@
   lib.py freeport tcp|udp|both     a free port on 127.0.0.1 (the kernel picks it)
   lib.py waitport tcp|udp PORT S   wait up to S seconds until something listens on PORT
   lib.py proc PID                  "CPU_SECONDS RSS_KB NPROCS" of PID and its descendants
-  lib.py sample PID T0 WARM DUR    proc PID at T0+WARM, T0+WARM+DUR/2 and T0+WARM+DUR
+  lib.py sample PID T0 WARM DUR [LOAD_PID]
+                                   proc PID at T0+WARM, T0+WARM+DUR/2 and T0+WARM+DUR,
+                                   each line followed by the whole system's CPU counters
+                                   (sysstat) and, with LOAD_PID, proc's CPU of the load
   lib.py row JSON_FILE ...         one TSV row of results from echoc bench --json
 
 and the Markdown report, for bench/report.py: repeated runs of a server in a
@@ -14,6 +17,7 @@ Everything is read from /proc; nothing here resolves a name.
 """
 
 import json
+import math
 import os
 import socket
 import statistics
@@ -92,7 +96,7 @@ def rss_kb(pid):
     return 0
 
 
-def proc(pid):
+def proc_words(pid):
     """CPU (utime+stime of the tree, plus the root's reaped children) and summed VmRSS."""
     pid = int(pid)
     kids, todo, tree = children(), [pid], []
@@ -109,32 +113,134 @@ def proc(pid):
             n += 1
         except OSError:
             pass
-    print(f"{ticks / TICK:.3f} {rss} {n}")
+    return f"{ticks / TICK:.3f} {rss} {n}"
 
 
-def sample(pid, t0, warm, dur):
-    """proc(pid) where the measured window starts, halfway and where it ends.
+def proc(pid):
+    print(proc_words(pid))
 
-    t0 is bash's $EPOCHREALTIME when the load started: this process's own start-up
-    does not shift the window.
+
+# /proc/stat's fields after the CPU's name: user nice system idle iowait irq
+# softirq steal guest guest_nice.  Busy is everything but idle and iowait;
+# guest and guest_nice are already counted in user and nice.
+BUSY_FIELDS = (0, 1, 2, 5, 6, 7)
+IDLE_FIELDS = (3, 4)
+
+
+def sysstat():
+    """The whole machine's CPU counters, one word: "busy:all" ticks per CPU, comma-separated.
+
+    busy counts user, nice, system, irq, softirq and steal; all adds idle and iowait.
+    Every CPU counts, whoever ran on it: the server, the load, kworkers, and the
+    softirqs that per-process accounting charges to whichever task was running.
+    """
+    out = []
+    with open("/proc/stat") as f:
+        for line in f:
+            name, *vals = line.split()
+            if not (name.startswith("cpu") and name[3:].isdigit()):
+                continue
+            v = [int(x) for x in vals] + [0] * 8
+            busy = sum(v[i] for i in BUSY_FIELDS)
+            out.append(f"{busy}:{busy + sum(v[i] for i in IDLE_FIELDS)}")
+    return ",".join(out)
+
+
+def system_cpu(start, end):
+    """(busy CPU seconds of all CPUs, [busy % of each CPU], [seconds of each CPU's window])
+    between two sysstat() words.
+
+    None when either word is missing or malformed (an old sampler, an unreadable /proc/stat).
+    """
+    try:
+        a = [tuple(map(int, c.split(":"))) for c in start.split(",")]
+        b = [tuple(map(int, c.split(":"))) for c in end.split(",")]
+    except (AttributeError, ValueError):
+        return None
+    if not a or len(a) != len(b):
+        return None
+    busy = [eb - sb for (sb, _), (eb, _) in zip(a, b)]
+    every = [ea - sa for (_, sa), (_, ea) in zip(a, b)]
+    pct = [100 * x / t if t > 0 else 0.0 for x, t in zip(busy, every)]
+    return sum(busy) / TICK, pct, [t / TICK for t in every]
+
+
+# The longest kernel tick in use (HZ=100).  /proc/stat's busy time is sampled: at
+# each tick the whole tick goes to whatever the CPU was doing.
+KERNEL_TICK_MAX = 0.01
+
+
+def below_parts(window, server_s, load_s):
+    """True when every CPU's busy time is less than the server's and the load's own CPU.
+
+    It cannot be: their time is part of it (theirs is exact, from the scheduler).
+    Allowed: the sampling error of /proc/stat (a CPU busy a fraction p of n ticks is
+    counted to within about sqrt(n p (1-p)) ticks; three of those), a 10 ms unit per
+    CPU at either end, and two more for the moments between reading /proc/stat and
+    the processes.  Past that the sampling is wrong: a window misplaced, a process
+    missed.
+    """
+    _, pct, seconds = window
+    variance = sum((p / 100) * (1 - p / 100) * w * KERNEL_TICK_MAX for p, w in zip(pct, seconds))
+    slack = 3 * math.sqrt(variance) + (2 * len(pct) + 2) / TICK
+    return window[0] + slack < server_s + load_s
+
+
+def sample(pid, t0, warm, dur, load=None):
+    """proc(pid) and sysstat() where the measured window starts, halfway and where it ends.
+
+    Each line is proc's three words, the sysstat word and, with load (the load
+    generator's pid), the load's CPU seconds.  t0 is bash's $EPOCHREALTIME when the
+    load started: this process's own start-up does not shift the window.
     """
     start = float(t0) + float(warm)
     for at in (start, start + float(dur) / 2, start + float(dur)):
         time.sleep(max(0.0, at - time.time()))
-        proc(pid)
+        words = sysstat()
+        print(proc_words(pid), words, load_cpu(load))
         sys.stdout.flush()
 
 
-def row(json_file, scenario, server, conns, cpu0, cpu1, rss0, rss_mid, nprocs, note):
-    """scenario server msgs/s p50 p99 cpu_us/msg rss_kb rss_per_conn_kb errors mismatches note"""
+def load_cpu(pid):
+    """The CPU seconds of the load's process tree; "-" once it is gone (it may end as the window
+    does), rather than a 0 that would make its CPU over the window negative."""
+    if not pid:
+        return "-"
+    cpu, _, n = proc_words(pid).split()
+    return cpu if int(n) else "-"
+
+
+def row(json_file, scenario, server, conns, cpu0, cpu1, rss0, rss_mid, nprocs, note,
+        sys0="", sys1="", load0="-", load1="-"):
+    """One TSV row:
+
+    scenario server msgs/s p50 p99 cpu_us/msg rss_kb rss_per_conn_kb errors mismatches note
+    total_cpu_us/msg load_cpu_us/msg busy%_per_cpu
+
+    The last three came later: older results stop at note, and a figure that could
+    not be measured is "-", never 0.  total is every CPU's busy time over the window
+    (sysstat words sys0 and sys1); load is the load generator's own CPU; busy is each
+    CPU's busy share of the window, "97/45".
+    """
     try:
         with open(json_file) as f:
             r = json.load(f)
     except (OSError, ValueError):
-        print("\t".join([scenario, server] + ["-"] * 8 + [note or "no result"]))
+        print("\t".join([scenario, server] + ["-"] * 8 + [note or "no result", "-", "-", "-"]))
         return
     msgs = r["messages"]
     cpu = (float(cpu1) - float(cpu0)) * 1e6 / msgs if msgs else 0
+    total, load, busy = "-", "-", "-"
+    window = system_cpu(sys0, sys1)
+    if window and msgs:
+        total = f"{window[0] * 1e6 / msgs:.2f}"
+    if window:
+        busy = "/".join(f"{p:.0f}" for p in window[1])
+    if number(load0) is not None and number(load1) is not None and msgs:
+        load = f"{(float(load1) - float(load0)) * 1e6 / msgs:.2f}"
+        if window and below_parts(window, float(cpu1) - float(cpu0),
+                                  float(load1) - float(load0)):
+            note = (note + " " if note else "") + "total CPU < server + load"
     per_conn = (int(rss_mid) - int(rss0)) / int(conns)
     dg = r.get("datagrams", {})
     if r.get("conns_open", int(conns)) < int(conns):
@@ -144,11 +250,30 @@ def row(json_file, scenario, server, conns, cpu0, cpu1, rss0, rss_mid, nprocs, n
     print("\t".join([scenario, server, f"{r['messages_per_s']:.0f}",
                      f"{r['latency_us']['p50']:.1f}", f"{r['latency_us']['p99']:.1f}",
                      f"{cpu:.2f}", rss_mid, f"{per_conn:.1f}", str(r["errors"]),
-                     str(r["mismatches"]), note + (f" {nprocs} procs" if int(nprocs) > 1 else "")]))
+                     str(r["mismatches"]), note + (f" {nprocs} procs" if int(nprocs) > 1 else ""),
+                     total, load, busy]))
 
 
-COLS = ["messages/s", "p50 us", "p99 us", "server CPU us/msg", "server RSS KiB",
-        "RSS delta KiB/conn", "errors", "mismatches", "notes"]
+COLS = ["messages/s", "p50 us", "p99 us", "server CPU us/msg", "total CPU us/msg (all CPUs)",
+        "server RSS KiB", "RSS delta KiB/conn", "errors", "mismatches", "busy % per CPU",
+        "notes"]
+# The TSV columns of the numeric COLS, in COLS's order: total CPU (11) came later,
+# after the notes, so that older results keep their layout.
+NUMERIC = (2, 3, 4, 5, 11, 6, 7)
+
+
+def field(row, i):
+    """Cell i of a TSV row; "-" (not measured) where an older row has no such column."""
+    return row[i] if i < len(row) and row[i] != "" else "-"
+
+
+def busy_median(runs):
+    """Each CPU's median busy % over the runs that have it, "97/45"; "-" if none."""
+    per_cpu = [field(r, 13).split("/") for r in runs if field(r, 13) != "-"]
+    if not per_cpu or len({len(c) for c in per_cpu}) != 1:
+        return "-"
+    return "/".join(f"{statistics.median(float(c[i]) for c in per_cpu):.0f}"
+                    for i in range(len(per_cpu[0])))
 
 
 def number(s):
@@ -178,13 +303,14 @@ def merge(runs):
     run produced a result with no error and no mismatch.
     """
     cells, medians = [runs[0][1]], []
-    for i in range(2, 8):
-        text, med = spread([r[i] for r in runs])
+    for i in NUMERIC:
+        text, med = spread([field(r, i) for r in runs])
         cells.append(text)
         medians.append(med)
     clean = all(r[8] == "0" and r[9] == "0" for r in runs)
     for i in (8, 9):
         cells.append(str(sum(int(r[i]) for r in runs if r[i].isdigit())))
+    cells.append(busy_median(runs))
     notes = list(dict.fromkeys(r[10] for r in runs if len(r) > 10 and r[10].strip()))
     cells.append("; ".join(notes) + (f" ({len(runs)} runs)" if len(runs) > 1 else ""))
     return cells, medians[0], medians[3], clean
@@ -242,10 +368,24 @@ def read_tsv(tsv):
         return [line.rstrip("\n").split("\t") for line in f if line.strip()]
 
 
+# Which CPU figure to read, in both reports, over the tables.
+CPU_FIGURES = (
+    "Two CPU figures per message. **Server CPU** (utime+stime of the server's processes) compares "
+    "the servers' own efficiency when the load and the placement are the same for all, as within "
+    "one suite. **Total CPU (all CPUs)** is every CPU's busy time over the window from /proc/stat "
+    "(user, nice, system, irq, softirq, steal): what the host pays, the load generator included, "
+    "and the softirqs and kworkers that per-process accounting misses or charges to whichever "
+    "process happened to run (loopback's receive softirq runs on the sending CPU). Compare it "
+    "across placements (server and load on one CPU or two, steering, busy polling) and whenever "
+    "the server's own figure could hide work moved elsewhere. On a shared machine it also counts "
+    "everybody else's work on those CPUs. busy % per CPU tells whether a CPU (the load's, say) "
+    "was saturated.")
+
+
 def markdown(rows, facts, html):
     """The Markdown report: facts, one table per scenario, the ratios, a pointer to the HTML."""
     groups = grouped(rows)
-    out = [facts, ""]
+    out = [facts, "", CPU_FIGURES, ""]
     for sc, servers in groups.items():
         out += [f"### {sc}", "", "| server | " + " | ".join(COLS) + " |",
                 "|---" * (len(COLS) + 1) + "|"]

@@ -45,7 +45,8 @@ class Run:
     """One TSV row with echoc's JSON and latency distribution, when they were kept."""
 
     def __init__(self, n, row, rundir):
-        self.row = row + [""] * (11 - len(row))
+        # Older results have no columns after the notes (10): their cells read as "".
+        self.row = row + [""] * (14 - len(row))
         self.scenario, self.server = row[0], row[1]
         base = os.path.join(rundir, "runs", str(n))
         self.json = None
@@ -137,6 +138,8 @@ THROUGHPUT = {
 }
 CPU = Metric("cpu", "server CPU per message", "µs of server CPU per message", False,
              lambda r: r.cell(5))
+TOTAL_CPU = Metric("syscpu", "total CPU per message (all CPUs)",
+                   "µs of every CPU's busy time per message", False, lambda r: r.cell(11))
 
 
 def problems(runs):
@@ -240,11 +243,11 @@ def slug(text):
 
 
 def scenario_charts(scenario, servers, colour_of):
-    """[(svg or None, note)] for one scenario: throughput (or memory), CPU, latency."""
+    """[(svg or None, note)] for one scenario: throughput (or memory), CPU, total CPU, latency."""
     out = []
     all_runs = [r for rs in servers.values() for r in rs]
     sid = slug(scenario)
-    for fig in (THROUGHPUT.get(kind(all_runs), THROUGHPUT["pingpong"]), CPU):
+    for fig in (THROUGHPUT.get(kind(all_runs), THROUGHPUT["pingpong"]), CPU, TOTAL_CPU):
         chart_bars, note = bars(fig, servers)
         if chart_bars is None:
             out.append((None, f"No {fig.title} figure for any server: no chart."))
@@ -297,6 +300,14 @@ footer { margin-top: 3em; color: #666; font-size: 0.85em; }
 
 def esc(text):
     return html.escape(str(text), quote=True)
+
+
+CPU_FIGURES = lib.CPU_FIGURES
+
+
+def markdown_bold(text):
+    """Escaped text with Markdown's **bold** as <b>."""
+    return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", esc(text))
 
 
 def environment_html(facts):
@@ -365,6 +376,7 @@ def page(rows, runs, facts, run):
                 "it ran more than once). A pale bar with a red dashed edge had errors, mismatches "
                 "or lost datagrams; a server without a figure has no bar and says why. Latency: "
                 "HdrHistogram's percentile plot from each server's echoc --hist file.</p>"]
+        out.append(f'<p class="cpu">{markdown_bold(CPU_FIGURES)}</p>')
         out += colour_key(colour_of)
         for sc, srvs in scenarios.items():
             out += [f'<section id="{slug(sc)}">', f"<h3>{esc(sc)}</h3>", '<div class="charts">']
@@ -372,11 +384,14 @@ def page(rows, runs, facts, run):
                 out.append(svg if svg else f'<p class="nochart">{esc(note)}</p>')
             out += ["</div>", "</section>"]
     out.append('<h2 id="tables">Tables</h2>')
+    if charts is None:
+        out.append(f'<p class="cpu">{markdown_bold(CPU_FIGURES)}</p>')
     groups = lib.grouped(rows)
+    bad = tuple(1 + lib.COLS.index(c) for c in ("errors", "mismatches"))
     for sc, srvs in groups.items():
         out.append(f"<h3>{esc(sc)}</h3>")
         out += table_html(["server"] + lib.COLS, [cells for cells, _, _, _ in srvs.values()],
-                          bad=(7, 8))
+                          bad=bad)
     for t, header, table in lib.summaries(groups):
         out.append(f"<h3>{esc(t)}</h3>")
         out += table_html(header, table)

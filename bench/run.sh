@@ -12,6 +12,9 @@
 #                   --udp-rate 0 against socat (UDP-LISTEN, one peer;
 #                   UDP-RECVFROM,fork) and xinetd's echo-dgram, one datagram
 #                   in flight
+#   placement       where the load runs: echod -m epoll -w 1 with the load on
+#                   the server's CPU (echod-epoll@samecpu) and on the other
+#                   one, 1 conn x 64 B and 50 x 128 B; compare total CPU
 #
 #   QUICK=1   shorter runs (the whole matrix in under 2 minutes)
 #   REPS=N    repetitions of each run (default 1 for matrix, 3 otherwise);
@@ -20,9 +23,12 @@
 #             gives the median with the [min-max] spread.
 #
 # The load is always `echoc bench` (build/echoc).  Each server runs pinned to
-# CPU 0 and the load to CPU 1, one fresh server per run, so CPU and memory
-# figures start from a clean process.  Server CPU per message is utime+stime
-# of the server's process tree (from /proc/PID/stat) over the measured window.
+# CPU 0 and the load to CPU 1 (a server named NAME@samecpu: the load on CPU 0
+# too), one fresh server per run, so CPU and memory figures start from a clean
+# process.  Server CPU per message is utime+stime of the server's process tree
+# (from /proc/PID/stat) over the measured window; total CPU per message is every
+# CPU's busy time (from /proc/stat) over the same window, read at the same
+# instants: the load, softirqs and kworkers included.
 #
 # Everything is on loopback with numeric addresses: ncat runs with -n,
 # xinetd logs nothing that would make it look up a client and skips libwrap,
@@ -127,8 +133,12 @@ suite() {
 		PICK=(udp1)
 		CANDIDATES=(echod socat-listen socat xinetd)
 		REPS=${REPS:-3} ;;
+	placement)
+		PICK=(1x64 50x128)
+		CANDIDATES=(echod-epoll@samecpu echod-epoll)
+		REPS=${REPS:-3} ;;
 	*)
-		echo "usage: bench/run.sh [matrix|uring-vs-epoll|udp]" >&2
+		echo "usage: bench/run.sh [matrix|uring-vs-epoll|udp|placement]" >&2
 		exit 2 ;;
 	esac
 }
@@ -219,12 +229,22 @@ echod_runs() {
 	return $ok
 }
 
+# Server $1 without its placement suffix (echod-epoll@samecpu: echod-epoll).
+base_server() { echo "${1%@*}"; }
+
+# The command that pins the load for server $1: on the server's CPU for
+# NAME@samecpu, else on its own.
+load_pinning() {
+	case $1 in *@samecpu) [ -n "$PIN_SERVER" ] && echo "$PIN_SERVER" ;;
+	*) echo "$PIN_LOAD" ;; esac
+}
+
 # True when server $1 can run here; else a note says why not.
 available() {
 	local why="not installed, cannot install"
-	case $1 in
+	case $(base_server "$1") in
 	echod) return 0 ;;
-	echod-*) echod_runs "${1#echod-}" && return 0; why=$(head -1 "$TMP/probe") ;;
+	echod-*) echod_runs "$(base_server "${1#echod-}")" && return 0; why=$(head -1 "$TMP/probe") ;;
 	socat | socat-listen) need socat socat && return 0 ;;
 	ncat) need ncat ncat && return 0 ;;
 	xinetd) need xinetd xinetd && return 0 ;;
@@ -318,8 +338,10 @@ adjust() {
 }
 
 run_one() { # KEY SERVER
-	local key title args conns kind srv=$2 once=0 warm=$WARM extra=() note=""
-	local port uport=0 target t0 rc rss0 cpu0 cpu1 rss_mid nprocs
+	local key title args conns kind srv once=0 warm=$WARM extra=() note=""
+	local port uport=0 target t0 rc rss0 cpu0 cpu1 rss_mid nprocs sys0 sys1 load0 load1
+	local pin_load
+	srv=$(base_server "$2") pin_load=$(load_pinning "$2")
 	IFS='|' read -r key title args conns kind <<<"$(scenario "$1")"
 	adjust "$kind" "$srv"
 	port=$($LIB freeport tcp)
@@ -331,23 +353,26 @@ run_one() { # KEY SERVER
 	target=127.0.0.1:$port
 	[ "$kind" = udp ] && target=127.0.0.1:$uport
 	read -r _ rss0 _ <<<"$($LIB proc "$SERVER_PID")"
-	# The sampler and echoc start together: CPU where the window starts and
-	# ends, memory halfway.
-	t0=$EPOCHREALTIME
-	$LIB sample "$SERVER_PID" "$t0" "$warm" "$DUR" >"$TMP/samples" &
-	local sampler=$!
+	# The sampler and echoc start together: the server's, the load's and every
+	# CPU's time where the window starts and ends, memory halfway.
 	rm -f "$TMP/result.hgrm"
-	# shellcheck disable=SC2086 # args is a word list on purpose
-	timeout 120 $PIN_LOAD "$ECHOC" bench --json -d "$DUR" --warmup "$warm" $args \
-		"${extra[@]}" --hist "$TMP/result.hgrm" "$target" >"$TMP/result.json" 2>"$TMP/echoc.err"
+	t0=$EPOCHREALTIME
+	# shellcheck disable=SC2086 # args and pin_load are word lists on purpose
+	timeout 120 $pin_load "$ECHOC" bench --json -d "$DUR" --warmup "$warm" $args \
+		"${extra[@]}" --hist "$TMP/result.hgrm" "$target" >"$TMP/result.json" 2>"$TMP/echoc.err" &
+	local load=$!
+	$LIB sample "$SERVER_PID" "$t0" "$warm" "$DUR" "$load" >"$TMP/samples" &
+	local sampler=$!
+	wait $load
 	rc=$?
 	wait $sampler
-	{ read -r cpu0 _ _; read -r _ rss_mid nprocs; read -r cpu1 _ _; } <"$TMP/samples"
+	{ read -r cpu0 _ _ sys0 load0; read -r _ rss_mid nprocs _; read -r cpu1 _ _ sys1 load1; } \
+		<"$TMP/samples"
 	stop_server "$SERVER_PID"
 	SERVER_PID=
 	[ $rc != 0 ] && note="$note exit $rc: $(head -1 "$TMP/echoc.err")"
-	$LIB row "$TMP/result.json" "$title" "$srv" "$conns" "$cpu0" "$cpu1" "$rss0" "$rss_mid" \
-		"$nprocs" "$note" >>"$TSV"
+	$LIB row "$TMP/result.json" "$title" "$2" "$conns" "$cpu0" "$cpu1" "$rss0" "$rss_mid" \
+		"$nprocs" "$note" "$sys0" "$sys1" "$load0" "$load1" >>"$TSV"
 	tail -1 "$TSV" | cut -f1-6,9- >&2
 	keep_run_files "$(wc -l <"$TSV")"
 }
@@ -373,7 +398,7 @@ plan() {
 		[ "$kind" = idle ] && warm=$IDLE_WARM
 		for _ in $(seq "$REPS"); do
 			for srv in "${SERVERS[@]}"; do
-				applies "$srv" "$kind" "$conns" || continue
+				applies "$(base_server "$srv")" "$kind" "$conns" || continue
 				RUNS+=("$key|$srv")
 				[ "$kind" = udp ] && UDP_RUNS=1
 				secs=$(echo "$secs + $warm + $DUR + $RUN_OVERHEAD" | bc)
@@ -394,6 +419,10 @@ machine_facts() {
 	echo "- each run: ${WARM} s warm-up (idle: ${IDLE_WARM} s) then ${DUR} s measured; a fresh server per run"
 	echo "- repetitions: $REPS, servers alternating; with more than one, each figure is the median [min-max]"
 	echo "- CPU per message: server utime+stime (whole process tree) over the measured window / messages"
+	echo "- total CPU per message (all CPUs): busy time of every CPU from /proc/stat (user nice system irq softirq steal) over the same window / messages: server, load, softirqs and kworkers"
+	echo "- CPU time resolution: ticks of $((1000 / $(getconf CLK_TCK))) ms; a window is $(echo "$DUR * $(getconf CLK_TCK) * $(nproc)" | bc | cut -d. -f1) CPU ticks ($DUR s x $(nproc) CPUs)"
+	[ -n "${QUICK:-}" ] && echo "- note: QUICK: CPU figures are coarse (a window of $DUR s is $(echo "$DUR * $(getconf CLK_TCK)" | bc | cut -d. -f1) ticks per CPU): read their order of magnitude only"
+	[ "$SUITE" = placement ] && echo "- placement: NAME@samecpu runs the load on the server's CPU (${PIN_SERVER:-unpinned}); the others on ${PIN_LOAD:-no CPU in particular}"
 	echo "- memory: VmRSS summed over the server's processes halfway through; per connection = (that - before) / connections"
 	echo "- MB/s and messages/s count echoed payload; latency from send (or schedule) to the last byte of the echo"
 	[ -n "$UDP_RUNS" ] && echo "- udp: echod is -m epoll -w 1 --udp --udp-rate 0 (its UDP path is the same for every model); socat-listen is UDP-LISTEN (one peer), socat is UDP-RECVFROM,fork (a process per datagram)"

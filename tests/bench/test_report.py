@@ -11,6 +11,7 @@ Run with Debian's interpreter: /usr/bin/python3 -m pytest -q tests/bench
 """
 
 import html.parser
+import json
 import os
 import re
 import shutil
@@ -124,8 +125,9 @@ def test_the_page_parses_as_html_and_as_xml(page):
 def test_every_chart_is_an_svg_with_a_name(page):
     _, root, _ = page
     found = charts(root)
-    # Two bar charts per scenario, and a latency plot where there are --hist files.
-    assert len(found) == 2 * len(SCENARIOS) + len(SCENARIOS) - 1
+    # Three bar charts per scenario (the figure, server CPU, total CPU), and a latency plot
+    # where there are --hist files.
+    assert len(found) == 3 * len(SCENARIOS) + len(SCENARIOS) - 1
     for chart_id, svg in found.items():
         assert svg.get("viewBox") and svg.find(SVG + "title").text, chart_id
         ET.fromstring(ET.tostring(svg))  # on its own too
@@ -138,7 +140,7 @@ def test_every_scenario_and_server_is_in_the_charts_and_the_tables(page):
     for sc in SCENARIOS:
         assert headings.count(sc) == 2, sc  # once over its charts, once over its table
         assert f"### {sc}" in md
-        for fig in ("rate" if not sc.startswith("idle") else "rss", "cpu"):
+        for fig in ("rate" if not sc.startswith("idle") else "rss", "cpu", "syscpu"):
             svg = found[f"{slug(sc)}.{fig}"]
             drawn = {i.split(".")[-1] for i in groups(svg, "bar.")} | {
                 i.split(".")[-1] for i in groups(svg, "missing.")}
@@ -235,3 +237,133 @@ def test_without_matplotlib_the_page_has_the_tables_and_says_what_to_install(tmp
     assert "python3-matplotlib" in err
     assert len([t for t in root.iter("table")]) >= len(SCENARIOS)
     assert all(f"### {sc}" in md for sc in SCENARIOS)
+
+
+# ---------------------------------------------------------------- total CPU (all CPUs)
+
+sys.path.insert(0, os.path.join(HERE, "..", "..", "bench"))
+import lib  # noqa: E402 (bench/lib.py)
+
+
+def table(root, scenario):
+    """{server: {column: cell}} of a scenario's table in the HTML page."""
+    h3 = [h for h in root.iter("h3") if "".join(h.itertext()) == scenario][-1]
+    body = list(root.find("body"))
+    tab = body[body.index(h3) + 1]
+    assert tab.tag == "table", scenario
+    header = ["".join(th.itertext()) for th in tab[0]]
+    return {"".join(tr[0].itertext()): dict(zip(header, ("".join(td.itertext()) for td in tr)))
+            for tr in tab[1:]}
+
+
+def test_total_cpu_is_a_column_beside_server_cpu_and_a_chart(page):
+    _, root, md = page
+    total = "total CPU us/msg (all CPUs)"
+    cells = table(root, "50 conns x 128 B")["echod-epoll"]
+    header = list(cells)
+    assert header.index(total) == header.index("server CPU us/msg") + 1
+    # Two runs: the median and the spread, as for every figure.
+    assert cells[total] == "16.24 [15.69-16.79]" and cells["busy % per CPU"] == "92/70"
+    assert "| 7.29 [7.13-7.46] | 16.24 [15.69-16.79] |" in md
+    labels = texts(charts(root)["1-conn-x-64-b.syscpu"])
+    assert "★ 34.2 (0.35×)" in labels and "96.5 (1.00×)" in labels  # ncat: the best peer
+    # Both reports say which figure to compare when.
+    assert "Compare it across placements" in md
+    assert any("what the host pays" in "".join(p.itertext()) for p in root.iter("p"))
+
+
+def test_a_missing_total_cpu_is_missing_not_zero(page):
+    _, root, _ = page
+    # node's idle run has no /proc/stat figures; ncat's bulk run echoed nothing.
+    assert table(root, "idle conns")["node"]["total CPU us/msg (all CPUs)"] == "-"
+    assert table(root, "idle conns")["node"]["busy % per CPU"] == "-"
+    assert table(root, "bulk 4 conns x 64 KiB")["ncat"]["total CPU us/msg (all CPUs)"] == "-"
+    svg = charts(root)["idle-conns.syscpu"]
+    assert "bar.idle-conns.syscpu.node" not in groups(svg, "bar.")
+    note = "".join(groups(svg, "missing.")["missing.idle-conns.syscpu.node"].itertext())
+    assert note.strip() == "no result: not measured"
+    assert "bar.idle-conns.syscpu.echod-epoll" in groups(svg, "bar.")
+
+
+def test_results_from_before_total_cpu_still_render(tmp_path):
+    run = tmp_path / "mini"
+    shutil.copytree(FIXTURE, run)
+    with open(str(run) + ".tsv", "w") as f:
+        f.writelines("\t".join(r[:11]) + "\n" for r in tsv_rows())
+    r = subprocess.run([sys.executable, REPORT, str(run)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    with open(run / "report.html", encoding="utf-8") as f:
+        root = ET.fromstring(f.read())
+    found = charts(root)
+    assert not [c for c in found if c.endswith(".syscpu")]
+    assert f"{slug(SCENARIOS[0])}.cpu" in found
+    cells = table(root, "1 conn x 64 B")["echod-epoll"]
+    assert cells["server CPU us/msg"] == "17.87"
+    assert cells["total CPU us/msg (all CPUs)"] == "-" and cells["busy % per CPU"] == "-"
+    notes = ["".join(p.itertext()) for p in root.iter("p") if p.get("class") == "nochart"]
+    assert notes.count("No total CPU per message (all CPUs) figure for any server: no chart.") \
+        == len(SCENARIOS)
+
+
+def stat_words(*cpus):
+    """A sysstat() word from (busy, idle) ticks per CPU."""
+    return ",".join(f"{b}:{b + i}" for b, i in cpus)
+
+
+def row(tmp_path, capsys, msgs, sys0, sys1, load=("1.00", "1.10"), server=("2.00", "2.10")):
+    result = tmp_path / "r.json"
+    result.write_text(json.dumps({
+        "messages": msgs, "messages_per_s": msgs / 4, "latency_us": {"p50": 1, "p99": 2},
+        "errors": 0, "mismatches": 0}))
+    lib.row(str(result), "sc", "srv", "1", server[0], server[1], "100", "100", "1", "",
+            sys0, sys1, *load)
+    return capsys.readouterr().out.rstrip("\n").split("\t")
+
+
+def test_total_cpu_counts_every_cpus_busy_ticks_over_the_window(tmp_path, capsys):
+    tick = os.sysconf("SC_CLK_TCK")
+    # Over the window CPU 0 was busy 4 s of 4, CPU 1 for 1 s of 4: 5 CPU-seconds.
+    cells = row(tmp_path, capsys, 100000, stat_words((1000, 50), (7000, 300)),
+                stat_words((1000 + 4 * tick, 50), (7000 + tick, 300 + 3 * tick)))
+    assert cells[5] == "1.00"  # server: 0.1 s over 100,000 messages
+    assert cells[11] == "50.00"  # 5 s over 100,000 messages
+    assert cells[12] == "1.00" and cells[13] == "100/25"
+    assert "total CPU < server + load" not in cells[10]
+
+
+def test_total_cpu_from_proc_stat_counts_busy_fields_only():
+    with open("/proc/stat") as f:
+        first = f.readline().split()
+    words = lib.sysstat().split(",")
+    busy, every = (sum(int(w.split(":")[i]) for w in words) for i in (0, 1))
+    v = [int(x) for x in first[1:]]
+    # The aggregate line, read a moment earlier: busy excludes idle and iowait.
+    assert abs(busy - (v[0] + v[1] + v[2] + v[5] + v[6] + v[7])) <= 100 * len(words)
+    assert abs((every - busy) - (v[3] + v[4])) <= 100 * len(words)
+
+
+def test_total_cpu_without_proc_stat_figures_is_missing(tmp_path, capsys):
+    cells = row(tmp_path, capsys, 1000, "", "", load=("-", "-"))
+    assert cells[11:] == ["-", "-", "-"]
+    cells = row(tmp_path, capsys, 1000, stat_words((1, 1)), stat_words((1, 1), (2, 2)))
+    assert cells[11] == "-"  # a CPU more at the end: not comparable
+
+
+def test_a_total_below_server_plus_load_is_flagged(tmp_path, capsys):
+    tick = os.sysconf("SC_CLK_TCK")
+    # 1 s of busy CPU in all, but the server and the load claim 2 s: the sampling is wrong.
+    cells = row(tmp_path, capsys, 1000, stat_words((0, 0), (0, 0)),
+                stat_words((tick, 3 * tick), (0, 4 * tick)), load=("0", "1"),
+                server=("0", "1"))
+    assert "total CPU < server + load" in cells[10]
+
+
+def test_a_total_within_the_sampling_error_is_not_flagged(tmp_path, capsys):
+    tick = os.sysconf("SC_CLK_TCK")
+    # Two CPUs half busy over 4 s: 4 s counted where the server and the load say 4.05 s.
+    # Sampled every tick, 4 s of half-busy CPU is uncertain by more than that.
+    cells = row(tmp_path, capsys, 1000, stat_words((0, 0), (0, 0)),
+                stat_words((2 * tick, 2 * tick), (2 * tick, 2 * tick)), load=("0", "2.05"),
+                server=("0", "2"))
+    assert "total CPU" not in cells[10]

@@ -171,7 +171,7 @@ KERNEL_TICK_MAX = 0.01
 
 
 def below_parts(window, server_s, load_s):
-    """True when every CPU's busy time is less than the server's and the load's own CPU.
+    """True when all CPUs' busy time together is less than the server's and the load's own CPU.
 
     It cannot be: their time is part of it (theirs is exact, from the scheduler).
     Allowed: the sampling error of /proc/stat (a CPU busy a fraction p of n ticks is

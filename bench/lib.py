@@ -127,16 +127,20 @@ BUSY_FIELDS = (0, 1, 2, 5, 6, 7)
 IDLE_FIELDS = (3, 4)
 
 
-def sysstat():
+def sysstat(text=None):
     """The whole machine's CPU counters, one word: "busy:all" ticks per CPU, comma-separated.
 
     busy counts user, nice, system, irq, softirq and steal; all adds idle and iowait.
     Every CPU counts, whoever ran on it: the server, the load, kworkers, and the
     softirqs that per-process accounting charges to whichever task was running.
+    text: /proc/stat's contents (read now when None).
     """
+    if text is None:
+        with open("/proc/stat") as f:
+            text = f.read()
     out = []
-    with open("/proc/stat") as f:
-        for line in f:
+    for line in text.splitlines():
+        if line.strip():
             name, *vals = line.split()
             if not (name.startswith("cpu") and name[3:].isdigit()):
                 continue

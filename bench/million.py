@@ -51,7 +51,7 @@ import time
 
 KEEP_FREE_KIB = 2 * 1024 * 1024  # MemAvailable the run leaves untouched
 MEM_MARGIN = 1.25  # phase 1's per-connection memory, times this, for phase 2's plan
-PING_RATE_TOTAL = 40000  # one-ping messages/s over all load processes
+PING_RATE_TOTAL = 20000  # phase 2's one-ping messages/s over all load processes
 SETUP_TIMEOUT = 600  # seconds for every connection to be up and echoed
 SPREAD_SIGMAS = 6  # SO_REUSEPORT hashes: room for this many std deviations per instance
 ECHOC_SPARE_FDS = 100  # an echoc's own descriptors beside its connections
@@ -102,6 +102,7 @@ def rss_kib(pid):
 def snapshot(pids):
     inuse, pages = sockstat_tcp()
     return {"rss": sum(rss_kib(p) for p in pids), "slab": meminfo_kib("Slab"),
+            "free": meminfo_kib("MemFree"), "available": meminfo_kib("MemAvailable"),
             "inuse": inuse, "pages": pages, "t": time.monotonic()}
 
 
@@ -277,6 +278,8 @@ def figures(before, after, held, setup_s, reports, loads, note):
         "setup_per_s": held / setup_s if setup_s > 0 else 0.0,
         "echod_b_per_conn": (after["rss"] - before["rss"]) * 1024 / n,
         "slab_b_per_conn": (after["slab"] - before["slab"]) * 1024 / n,
+        "memfree_b_per_conn": (before["free"] - after["free"]) * 1024 / n,
+        "memfree_gib": (before["free"] - after["free"]) / 1048576,
         "sockstat_b_per_conn": (after["pages"] - before["pages"]) * 4096 / n,
         "sockstat_mem_mib": after["pages"] * 4096 / 1048576,
         "echoc_b_per_conn": sum(r["idle"]["rss_kib"] for r in ok) * 1024 / n,
@@ -391,6 +394,8 @@ def report_lines(p1, p2):
         ("set-up rate", lambda f: f"{f['setup_per_s']:,.0f}/s ({f['setup_s']:.1f} s)"),
         ("echod user memory / conn", lambda f: f"{f['echod_b_per_conn']:,.0f} B"),
         ("kernel Slab / conn (both ends)", lambda f: f"{f['slab_b_per_conn']:,.0f} B"),
+        ("MemFree drop (whole machine)", lambda f: f"{f['memfree_gib']:.2f} GiB, "
+         f"{f['memfree_b_per_conn']:,.0f} B/conn"),
         ("TCP socket buffers (sockstat)", lambda f: f"{f['sockstat_mem_mib']:.1f} MiB, "
          f"{f['sockstat_b_per_conn']:,.0f} B/conn"),
         ("echoc memory / conn", lambda f: f"{f['echoc_b_per_conn']:,.0f} B"),

@@ -19,10 +19,11 @@ connection took in phase 1 is checked against MemAvailable, keeping 2 GiB
 free; if it does not fit the target is lowered and the report says so, and
 if MemAvailable falls below 2 GiB during the run the load stops there.
 
-Every load connection echoes one 16-byte message once all its process's
-connections are up (--pings 1), verified byte for byte; each echoc says in
-one line when all its connections are up and echoed, and the figures are
-read while they are held:
+Each echoc says in one line when all its connections are up and holds them
+silent (--ping-on-usr1); once every load has said so, the memory figures are
+read, then every load gets SIGUSR1 and each connection echoes one 16-byte
+message (--pings 1), verified byte for byte, so the ping is measured with
+every connection held and none being set up.  The figures:
   - connections held: the sum of the echoc processes' "up" counts
   - set-up rate: connections over the time until the last one was up
   - echod user memory per connection: the growth of echod's RSS (summed over
@@ -57,7 +58,8 @@ SPREAD_SIGMAS = 6  # SO_REUSEPORT hashes: room for this many std deviations per 
 ECHOC_SPARE_FDS = 100  # an echoc's own descriptors beside its connections
 CAPACITY_RE = re.compile(r"capacity connections=(\d+) .*nofile=(\d+) echod_fds=(\d+)")
 LISTEN_RE = re.compile(r"listening on tcp 127\.0\.0\.1:(\d+)")
-UP_RE = re.compile(r"bench: idle: (\d+) connections up in ([\d.]+) s")
+UP_RE = re.compile(r"bench: idle: (\d+) connections up in ([\d.]+) s .*waiting for SIGUSR1")
+VERIFIED_RE = re.compile(r"bench: idle: \d+ connections up .* echoed once and verified")
 
 
 class Abort(Exception):
@@ -180,7 +182,7 @@ def start_load(procs, name, echoc, conns, source_index, port, rate):
     src, last = f"127.1.{source_index}.1", f"127.1.{source_index}.2"  # index < 256
     hist = os.path.join(procs.tmp, name + ".hgrm")
     p = procs.start(name, [echoc, "bench", "--json", "--mode", "idle", "-c", str(conns),
-                           "--pings", "1", "--rate", str(max(1, rate)), "-t", "30",
+                           "--pings", "1", "--ping-on-usr1", "--rate", str(max(1, rate)), "-t", "30",
                            "-d", str(SETUP_TIMEOUT + 300), "--source", f"{src}-{last}",
                            "--hist", hist, f"127.0.0.1:{port}"])
     p.hist_path = hist
@@ -222,38 +224,56 @@ def merged_percentile(paths, q):
 
 # ---------------------------------------------------------------- one fill
 
-def hold(procs, loads, tmp, watch_memory):
-    """Waits until every load says its connections are up and echoed (or the
-    memory floor is reached); returns (connections up, slowest set-up s,
-    note).  Prints progress every 5 s."""
+def wait_lines(procs, loads, pattern, what):
+    """Waits until every load printed a line matching pattern, one exits, the
+    time is up or MemAvailable falls below the floor.  Returns ({load: match},
+    note); prints progress every 5 s."""
     deadline = time.monotonic() + SETUP_TIMEOUT
-    next_line, note = time.monotonic() + 5, ""
-    up = {}
-    while time.monotonic() < deadline and len(up) < len(loads):
+    next_line, note, got = time.monotonic() + 5, "", {}
+    while time.monotonic() < deadline and len(got) < len(loads):
         for p in loads:
-            if p in up:
-                continue
-            m = UP_RE.search(procs.stderr(p))
+            m = None if p in got else pattern.search(procs.stderr(p))
             if m:
-                up[p] = (int(m[1]), float(m[2]))
-            elif p.poll() is not None:
-                up[p] = (0, 0.0)
-                note += f" {p.name} exited {p.returncode}: {procs.stderr(p).strip()[:200]};"
-        if watch_memory and meminfo_kib("MemAvailable") < KEEP_FREE_KIB:
-            inuse = sockstat_tcp()[0]
-            note += (f" stopped short: MemAvailable fell below 2 GiB with about "
-                     f"{inuse // 2} loopback connections open;")
-            break
+                got[p] = m
+            elif p not in got and p.poll() is not None:
+                return got, f"{p.name} exited {p.returncode}: {procs.stderr(p).strip()[:300]};"
+        if meminfo_kib("MemAvailable") < KEEP_FREE_KIB:
+            return got, (f"stopped short: MemAvailable fell below 2 GiB with about "
+                         f"{sockstat_tcp()[0] // 2} loopback connections open;")
         if time.monotonic() >= next_line:
-            print(f"million:   {sockstat_tcp()[0] // 2} connections open, "
-                  f"{len(up)}/{len(loads)} loads up, MemAvailable "
+            print(f"million:   {sockstat_tcp()[0] // 2} connections open, {len(got)}/"
+                  f"{len(loads)} loads {what}, MemAvailable "
                   f"{meminfo_kib('MemAvailable') / 1048576:.1f} GiB", flush=True)
             next_line += 5
         time.sleep(0.2)
-    if len(up) < len(loads) and "stopped short" not in note:
-        note += f" only {len(up)} of {len(loads)} loads were up within {SETUP_TIMEOUT} s;"
-    held = sum(u[0] for u in up.values())
-    return held, max((u[1] for u in up.values()), default=0.0), note
+    if len(got) < len(loads):
+        note = f"only {len(got)} of {len(loads)} loads {what} within {SETUP_TIMEOUT} s;"
+    return got, note
+
+
+def hold_and_ping(procs, loads, pids, before, at_hold=lambda: None):
+    """Waits until every load holds its connections, measures, then has each
+    ping once (SIGUSR1) and waits for every echo.  Returns the figures."""
+    t0 = time.monotonic()
+    ups, note = wait_lines(procs, loads, UP_RE, "up")
+    took = time.monotonic() - t0
+    after = snapshot(pids)
+    at_hold()
+    held = sum(int(m[1]) for m in ups.values())
+    setup_s = max((float(m[2]) for m in ups.values()), default=0.0)
+    ping_s = 0.0
+    if not note:
+        t1 = time.monotonic()
+        for p in loads:
+            p.send_signal(signal.SIGUSR1)
+        _, note = wait_lines(procs, loads, VERIFIED_RE, "pinged")
+        ping_s = time.monotonic() - t1
+    else:
+        held = max(held, (after["inuse"] - before["inuse"]) // 2)
+    reports = finish_loads(procs, loads)
+    f = figures(before, after, held, setup_s, reports, loads, note)
+    f.update(took_s=took, ping_s=ping_s)
+    return f
 
 
 def finish_loads(procs, loads):
@@ -312,12 +332,11 @@ def phase1(procs, echod, echoc, engine):
     halves = [capacity // 2, capacity - capacity // 2]
     loads = [start_load(procs, f"p1-{engine}-load{i}", echoc, c, 200 + i, port, 5000)
              for i, c in enumerate(halves)]
-    held, setup_s, note = hold(procs, loads, procs.tmp, watch_memory=True)
-    after = snapshot([srv.pid])
-    fds = len(os.listdir(f"/proc/{srv.pid}/fd"))
-    reports = finish_loads(procs, loads)
+    fds = []
+    f = hold_and_ping(procs, loads, [srv.pid], before,
+                      at_hold=lambda: fds.append(len(os.listdir(f"/proc/{srv.pid}/fd"))))
     procs.stop([srv], signal.SIGTERM)
-    f = figures(before, after, held, setup_s, reports, loads, note)
+    fds = fds[0] if fds else 0
     f.update(engine=engine, instances=1, capacity=capacity, nofile=int(cap[2]), echod_open_fds=fds)
     return f, None
 
@@ -365,19 +384,13 @@ def phase2(procs, echod, echoc, target, per_echod, per_conn_b):
             raise RuntimeError(f"{p.name} did not start: {procs.stderr(p).strip()[:200]}")
     time.sleep(0.2)
     before = snapshot([p.pid for p in servers])
-    t0 = time.monotonic()
     per_load = [target * (i + 1) // m - target * i // m for i in range(m)]
     loads = [start_load(procs, f"p2-load{i}", echoc, c, i, port, PING_RATE_TOTAL // m)
              for i, c in enumerate(per_load)]
-    held, setup_s, hold_note = hold(procs, loads, procs.tmp, watch_memory=True)
-    took = time.monotonic() - t0
-    after = snapshot([p.pid for p in servers])
-    mem_low = meminfo_kib("MemAvailable")
-    reports = finish_loads(procs, loads)
+    f = hold_and_ping(procs, loads, [p.pid for p in servers], before)
     procs.stop(servers, signal.SIGTERM)
-    f = figures(before, after, held, setup_s, reports, loads, note + hold_note)
-    f.update(target=target, instances=n, capacity=per_echod, loads=m, took_s=took,
-             mem_available_gib=mem_low / 1048576)
+    f["note"] = (note + " " + f["note"]).strip()
+    f.update(target=target, instances=n, capacity=per_echod, loads=m)
     return f
 
 
@@ -399,14 +412,14 @@ def report_lines(p1, p2):
         ("TCP socket buffers (sockstat)", lambda f: f"{f['sockstat_mem_mib']:.1f} MiB, "
          f"{f['sockstat_b_per_conn']:,.0f} B/conn"),
         ("echoc memory / conn", lambda f: f"{f['echoc_b_per_conn']:,.0f} B"),
-        ("one ping, verified", lambda f: f"{f['verified']:,} conns, p50 {f['p50_us']:,.0f} "
+        ("one ping each once all are up, verified", lambda f: f"{f['verified']:,} conns, p50 {f['p50_us']:,.0f} "
          f"µs, p99 {f['p99_us']:,.0f} µs"),
         ("errors, mismatches", lambda f: f"{f['errors']}, {f['mismatches']}"),
     ]
     rows.append(("echod descriptors open at hold", lambda f: f"{f['echod_open_fds']:,} of "
                  f"{f['nofile']:,}" if "echod_open_fds" in f else "-"))
-    rows.append(("time until all held", lambda f: f"{f['took_s']:.1f} s" if "took_s" in f
-                 else "-"))
+    rows.append(("time until all held; all pinged", lambda f: f"{f['took_s']:.1f} s; "
+                 f"{f['ping_s']:.1f} s"))
     for title, fmt in rows:
         cells = [fmt(f) for f in p1] + ([fmt(p2)] if p2 else [])
         out.append(f"| {title} | " + " | ".join(cells) + " |")

@@ -66,6 +66,9 @@ static const struct opt bench_opts[] = {
 	{"pings", 0, OPT_NUM, FIELD(pings), "N", 0, 1000000, NULL,
 	 "idle: each connection echoes N messages, then stays open and silent (default 0: one "
 	 "every 2 s until the end)"},
+	{"ping-on-usr1", 0, OPT_FLAG, FIELD(ping_on_usr1), NULL, 0, 0, NULL,
+	 "idle: once every connection is up, say so and hold them silent until SIGUSR1, then "
+	 "ping (so several echoc can ping once all of them are up)"},
 	{"hist", 0, OPT_STR, FIELD(hist_path), "FILE", 0, 0, NULL,
 	 "write the latency distribution (microseconds) in HdrHistogram's text format"},
 	{"help", 'h', OPT_HELP, 0, NULL, 0, 0, NULL, "print this help and exit"},
@@ -118,8 +121,9 @@ static int bench_validate(const struct bench_cfg *c, char *err, size_t errlen)
 		snprintf(err, errlen, "--once applies to --mode connrate only");
 	else if (c->rate && (c->mode == MODE_CONNRATE || c->mode == MODE_BULK))
 		snprintf(err, errlen, "--rate applies to pingpong and idle, not %s", c->mode_name);
-	else if (c->pings && c->mode != MODE_IDLE)
-		snprintf(err, errlen, "--pings applies to --mode idle only");
+	else if ((c->pings || c->ping_on_usr1) && c->mode != MODE_IDLE)
+		snprintf(err, errlen, "--%s applies to --mode idle only",
+			 c->pings ? "pings" : "ping-on-usr1");
 	else if (c->source_arg && c->udp)
 		snprintf(err, errlen, "--source applies to TCP, not -u");
 	else if (c->mode == MODE_CONNRATE && c->depth > 1)
@@ -338,12 +342,14 @@ static int probe_server(struct bench *b, char *err, size_t errlen)
 
 /* ---------------------------------------------------------------- the run */
 
-static volatile sig_atomic_t interrupted;
+static volatile sig_atomic_t interrupted, usr1;
 
 static void on_signal(int sig)
 {
-	(void)sig;
-	interrupted = 1;
+	if (sig == SIGUSR1)
+		usr1 = 1;
+	else
+		interrupted = 1;
 }
 
 static void sleep_until(uint64_t t)
@@ -405,6 +411,14 @@ static void idle_milestone(struct bench *b, struct bench_worker *ws, long nw,
 	if (c->mode != MODE_IDLE || idle->rss_kib || !up)
 		return;
 	bench_snapshot(ws, nw, &t);
+	if (c->ping_on_usr1 && !idle->said_up) {
+		idle->said_up = true;
+		warnx("bench: idle: %llu connections up in %.2f s (%.0f/s), %llu errors; echoc "
+		      "RSS %llu KiB; waiting for SIGUSR1 to ping",
+		      (unsigned long long)t.open, (double)(up - b->t_start) / 1e9,
+		      up > b->t_start ? (double)t.open * 1e9 / (double)(up - b->t_start) : 0.0,
+		      (unsigned long long)t.errors, (unsigned long long)rss_kib());
+	}
 	if (t.verified + t.errors < (uint64_t)c->conns)
 		return;
 	idle->up = t.open;
@@ -440,6 +454,8 @@ static double drive(struct bench *b, struct bench_worker *ws, long nw, struct be
 			measure_ns = now;
 			atomic_store(&b->phase, PHASE_MEASURE);
 		}
+		if (usr1)
+			atomic_store(&b->ping_go, 1);
 		idle_milestone(b, ws, nw, idle);
 		if (now >= tick) {
 			if (tty)
@@ -481,6 +497,7 @@ static int bench_start_workers(struct bench *b, struct bench_worker *ws, long nw
 	sigemptyset(&block);
 	sigaddset(&block, SIGINT);
 	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGUSR1);
 	pthread_sigmask(SIG_BLOCK, &block, &old);
 	atomic_store(&b->live_workers, (int)nw);
 	for (i = 0; i < nw && !rc; i++)
@@ -519,6 +536,8 @@ static int bench_run(struct bench *b, FILE *hist_out)
 	if (rc == 0) {
 		sigaction(SIGINT, &sa, NULL);
 		sigaction(SIGTERM, &sa, NULL);
+		if (c->ping_on_usr1)
+			sigaction(SIGUSR1, &sa, NULL);
 		atomic_store(&b->phase, c->warmup_ms ? PHASE_WARMUP : PHASE_MEASURE);
 		b->t_start = clock_now_ns();
 		rc = bench_start_workers(b, ws, nw);

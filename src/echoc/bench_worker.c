@@ -308,6 +308,12 @@ static struct timespec wait_time(const struct bench_worker *w, uint64_t now)
 	return ts;
 }
 
+/* --ping-on-usr1 holds the schedule until the signal; otherwise it starts at once. */
+static bool may_ping(const struct bench_worker *w)
+{
+	return !w->cfg->ping_on_usr1 || atomic_load(&w->b->ping_go);
+}
+
 static void run_loop(struct bench_worker *w)
 {
 	struct epoll_event ev[MAX_EVENTS];
@@ -323,9 +329,10 @@ static void run_loop(struct bench_worker *w)
 			handle_event(w, ev[i].data.ptr, ev[i].events);
 		now = clock_now_ns();
 		/* The schedule starts once every connection is up, not before. */
-		if (!paced && w->connecting == 0 && w->next_connect == w->n) {
-			paced = true;
+		if (!atomic_load(&w->up_ns) && w->connecting == 0 && w->next_connect == w->n)
 			atomic_store(&w->up_ns, now);
+		if (!paced && atomic_load(&w->up_ns) && may_ping(w)) {
+			paced = true;
 			start_pacer(w, now);
 		}
 		pace_tick(w, now);

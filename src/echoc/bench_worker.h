@@ -40,6 +40,7 @@ struct bench_cfg {
 	long pings; /* idle: messages per connection, then silence (0: no end) */
 	long duration_ms, warmup_ms, timeout_ms;
 	bool udp, once, json;
+	bool ping_on_usr1; /* idle: silent until SIGUSR1, then the schedule */
 	const char *hist_path;
 	const char *source_arg; /* --source as typed */
 	enum bench_mode mode;
@@ -65,6 +66,7 @@ struct bench {
 	int probe_fd; /* -u: the probed socket, which connection 0 goes on with */
 	_Atomic int phase;
 	_Atomic int live_workers;
+	_Atomic int ping_go; /* --ping-on-usr1: SIGUSR1 came */
 	_Atomic unsigned error_lines, mismatch_lines;
 	uint64_t t_start; /* when the workers were started */
 };
@@ -189,6 +191,7 @@ struct bench_idle {
 	uint64_t up;	  /* connections established */
 	double setup_s;	  /* from the start until every worker's connects finished */
 	uint64_t rss_kib; /* echoc's resident memory once every connection was up and echoed */
+	bool said_up;	  /* --ping-on-usr1: the "up, waiting" line was printed */
 };
 int bench_report_results(const struct bench_cfg *c, struct bench_worker *ws, long nw,
 			 const struct bench_totals *t, double secs, const struct bench_idle *idle,

@@ -20,6 +20,8 @@ import pytest
 from conftest import ECHOC, best_concurrent_model
 
 RUN_TIMEOUT = 30
+UP_RE = re.compile(rb"bench: idle: (\d+) connections up in [\d.]+ s \(\d+/s\), (\d+) errors; "
+                   rb"echoc RSS \d+ KiB; waiting for SIGUSR1 to ping")
 MILESTONE_RE = re.compile(rb"bench: idle: (\d+) connections up in [\d.]+ s \(\d+/s\), "
                           rb"(\d+) echoed once and verified, (\d+) errors")
 
@@ -40,8 +42,8 @@ def established_from(port):
     return counts
 
 
-def read_milestone(proc, timeout=RUN_TIMEOUT):
-    """Reads echoc's stderr until the idle milestone line; returns its match."""
+def read_line(proc, pattern, timeout=RUN_TIMEOUT):
+    """Reads echoc's stderr until a line matches pattern; returns its match."""
     buf, deadline = b"", time.monotonic() + timeout
     while time.monotonic() < deadline:
         ready, _, _ = select.select([proc.stderr], [], [], deadline - time.monotonic())
@@ -51,25 +53,28 @@ def read_milestone(proc, timeout=RUN_TIMEOUT):
         if not chunk:
             break
         buf += chunk
-        m = MILESTONE_RE.search(buf)
+        m = pattern.search(buf)
         if m:
             return m
-    raise AssertionError(f"no idle milestone line from echoc: {buf!r}")
+    raise AssertionError(f"no line matching {pattern.pattern!r} from echoc: {buf!r}")
 
 
 def test_idle_spreads_connections_over_source_addresses(echod):
     srv = echod("-m", best_concurrent_model(), "-q")
     proc = subprocess.Popen([ECHOC, "bench", "--json", "--mode", "idle", "-c", "300",
-                             "--source", "127.0.0.2-127.0.0.4", "--pings", "1",
+                             "--source", "127.0.0.2-127.0.0.4", "--pings", "1", "--ping-on-usr1",
                              "--rate", "3000", "-T", "2", "-d", "60", srv.target],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     try:
-        m = read_milestone(proc)
-        assert (int(m[1]), int(m[2]), int(m[3])) == (300, 300, 0)
+        m = read_line(proc, UP_RE)
+        assert (int(m[1]), int(m[2])) == (300, 0)
         # Held: the kernel shows them, a hundred from each source address.
         assert established_from(srv.port) == {"127.0.0.2": 100, "127.0.0.3": 100,
                                               "127.0.0.4": 100}
+        proc.send_signal(signal.SIGUSR1)  # now ping, once each
+        m = read_line(proc, MILESTONE_RE)
+        assert (int(m[1]), int(m[2]), int(m[3])) == (300, 300, 0)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=RUN_TIMEOUT)
     finally:
@@ -102,6 +107,7 @@ def test_idle_raises_its_own_descriptor_limit(echod, run_echoc):
     (["--source", "::1"], 2, "not of the target's family"),
     (["--source", "127.0.0.2", "-u"], 2, "--source"),
     (["--pings", "1"], 2, "--pings"),
+    (["--ping-on-usr1"], 2, "--ping-on-usr1"),
     (["--mode", "idle", "--source", "192.0.2.1"], 1, "--source 192.0.2.1: bind"),
 ])
 def test_idle_bad_source_one_line(echod, run_echoc, args, status, words):

@@ -12,7 +12,8 @@
 #   make clang      build everything with clang too, in build-clang/
 #   make bench      echod's models and other echo servers side by side, with
 #                   echoc bench as the load (bench/run.sh); SUITE=uring-vs-epoll
-#                   or SUITE=udp for a subset, QUICK=1 for short runs
+#                   or SUITE=udp for a subset, QUICK=1 for short runs; SUITE=million
+#                   holds up to 1,000,000 idle connections (not in make check)
 #   make soak       mixed hostile clients on every engine, then descriptors,
 #                   threads and RSS back to their baseline (tests/soak/soak.py);
 #                   SOAK_S seconds per engine (default 60)
@@ -171,7 +172,7 @@ run:
 check:
 	@bash tests/check.sh
 
-# SUITE (matrix, uring-vs-epoll, udp) is passed on; QUICK and REPS reach
+# SUITE (matrix, uring-vs-epoll, udp, million) is passed on; QUICK and REPS reach
 # bench/run.sh through the environment (make exports command-line variables).
 bench: all
 	@bash bench/run.sh $(SUITE)

@@ -8,6 +8,9 @@
 #   uring-vs-epoll  is io_uring worth it?  echod -m uring against -m epoll on
 #                   1 conn x 64 B, 50 x 128 B, 500 x 512 B and 50 x 64 B with
 #                   16 in flight
+#   million         idle connections: one echod filled to its descriptor cap,
+#                   then up to 1,000,000 over N echod on one port
+#                   (SO_REUSEPORT) if memory allows; bench/million.py says how
 #   udp             echod's UDP echo against the usual ones: echod --udp
 #                   --udp-rate 0 against socat (UDP-LISTEN, one peer;
 #                   UDP-RECVFROM,fork) and xinetd's echo-dgram, one datagram
@@ -52,6 +55,11 @@ LIB="$PY $HERE/lib.py"
 OUT=$HERE/results
 STAMP=$(date -u +%Y%m%d-%H%M%S)
 SUITE=${1:-${SUITE:-matrix}}
+# million: idle connections to one echod's descriptor cap, then a million
+# over many echod on one port; a script of its own (not part of make check).
+if [ "$SUITE" = million ]; then
+	exec $PY "$HERE/million.py" "$ECHOD" "$ECHOC" "$OUT"
+fi
 
 if [ -n "${QUICK:-}" ]; then
 	DUR=0.5 WARM=0.2 IDLE_WARM=0.6 IDLE_CONNS=1000 FORK_IDLE_CONNS=200

@@ -17,6 +17,7 @@
 #include "net.h"
 #include "opts.h"
 
+#include <arpa/inet.h>
 #include <err.h>
 #include <errno.h>
 #include <netdb.h>
@@ -58,6 +59,16 @@ static const struct opt bench_opts[] = {
 	 "a connection making no progress for S seconds is an error; a datagram unanswered for S "
 	 "seconds is lost (default 5; -u: 1)"},
 	{"json", 0, OPT_FLAG, FIELD(json), NULL, 0, 0, NULL, "print one JSON object, not a table"},
+	{"source", 0, OPT_STR, FIELD(source_arg), "A[-B]", 0, 0, NULL,
+	 "TCP: bind each connection to one of these local addresses in turn, numeric: one "
+	 "address, or an IPv4 range such as 127.0.0.2-127.0.0.17; the kernel picks a port "
+	 "per address, so the ephemeral ports suffice for more connections"},
+	{"pings", 0, OPT_NUM, FIELD(pings), "N", 0, 1000000, NULL,
+	 "idle: each connection echoes N messages, then stays open and silent (default 0: one "
+	 "every 2 s until the end)"},
+	{"ping-on-usr1", 0, OPT_FLAG, FIELD(ping_on_usr1), NULL, 0, 0, NULL,
+	 "idle: once every connection is up, say so and hold them silent until SIGUSR1, then "
+	 "ping (so several echoc can ping once all of them are up)"},
 	{"hist", 0, OPT_STR, FIELD(hist_path), "FILE", 0, 0, NULL,
 	 "write the latency distribution (microseconds) in HdrHistogram's text format"},
 	{"help", 'h', OPT_HELP, 0, NULL, 0, 0, NULL, "print this help and exit"},
@@ -110,6 +121,11 @@ static int bench_validate(const struct bench_cfg *c, char *err, size_t errlen)
 		snprintf(err, errlen, "--once applies to --mode connrate only");
 	else if (c->rate && (c->mode == MODE_CONNRATE || c->mode == MODE_BULK))
 		snprintf(err, errlen, "--rate applies to pingpong and idle, not %s", c->mode_name);
+	else if ((c->pings || c->ping_on_usr1) && c->mode != MODE_IDLE)
+		snprintf(err, errlen, "--%s applies to --mode idle only",
+			 c->pings ? "pings" : "ping-on-usr1");
+	else if (c->source_arg && c->udp)
+		snprintf(err, errlen, "--source applies to TCP, not -u");
 	else if (c->mode == MODE_CONNRATE && c->depth > 1)
 		snprintf(err, errlen, "--depth applies to pingpong, bulk and idle, not connrate");
 	else
@@ -159,6 +175,64 @@ static int resolve_target(struct bench_cfg *c, const char *arg, char *err, size_
 	return 0;
 }
 
+/* One numeric address of the target's family into *out (port 0); 0 or -EINVAL. */
+static int parse_source_addr(const char *s, int family, struct sockaddr_storage *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->ss_family = (sa_family_t)family;
+	if (family == AF_INET)
+		return inet_pton(AF_INET, s, &((struct sockaddr_in *)out)->sin_addr) == 1 ? 0
+											  : -EINVAL;
+	return inet_pton(AF_INET6, s, &((struct sockaddr_in6 *)out)->sin6_addr) == 1 ? 0 : -EINVAL;
+}
+
+/*
+ * --source A or A-B into c->source and c->nsources, in the target's family:
+ * a range of IPv4 addresses, or a single address of either family.
+ */
+static int parse_sources(struct bench_cfg *c, char *err, size_t errlen)
+{
+	const char *arg = c->source_arg, *dash = strchr(arg, '-');
+	int family = c->addr.ss_family;
+	char first[INET6_ADDRSTRLEN];
+	struct sockaddr_storage lo, hi;
+	uint32_t a, b;
+
+	if (family != AF_INET && family != AF_INET6) {
+		snprintf(err, errlen, "--source needs an IP target, not a unix socket");
+		return -EINVAL;
+	}
+	if ((dash ? (size_t)(dash - arg) : strlen(arg)) >= sizeof(first))
+		goto bad;
+	snprintf(first, sizeof(first), "%.*s", dash ? (int)(dash - arg) : (int)strlen(arg), arg);
+	if (parse_source_addr(first, family, &lo) < 0 ||
+	    (dash && (family != AF_INET || parse_source_addr(dash + 1, family, &hi) < 0)))
+		goto bad;
+	a = b = ntohl(((struct sockaddr_in *)&lo)->sin_addr.s_addr);
+	if (dash)
+		b = ntohl(((struct sockaddr_in *)&hi)->sin_addr.s_addr);
+	if (family == AF_INET6)
+		a = b = 0;
+	if (b < a || b - a >= BENCH_MAX_SOURCES)
+		goto bad;
+	c->source = lo;
+	c->nsources = b - a + 1;
+	return 0;
+bad:
+	if (!dash && parse_source_addr(arg, family == AF_INET ? AF_INET6 : AF_INET, &lo) == 0) {
+		snprintf(err, errlen, "--source %s: not of the target's family (%s)", arg,
+			 family == AF_INET ? "IPv4" : "IPv6");
+		return -EINVAL;
+	}
+	snprintf(err, errlen,
+		 "--source %s: expected a numeric %s address%s (at most %d addresses, first to "
+		 "last)",
+		 arg, family == AF_INET ? "IPv4" : "IPv6",
+		 family == AF_INET ? " or a range A-B" : " (ranges are IPv4 only)",
+		 BENCH_MAX_SOURCES);
+	return -EINVAL;
+}
+
 static enum opts_result bench_parse_args(struct bench_cfg *c, int argc, char **argv, char *err,
 					 size_t errlen)
 {
@@ -180,6 +254,8 @@ static enum opts_result bench_parse_args(struct bench_cfg *c, int argc, char **a
 	if (bench_validate(c, err, errlen) < 0)
 		return OPTS_ERROR;
 	if (resolve_target(c, first < argc ? argv[first] : "127.0.0.1", err, errlen) < 0)
+		return OPTS_ERROR;
+	if (c->source_arg && parse_sources(c, err, errlen) < 0)
 		return OPTS_ERROR;
 	return OPTS_OK;
 }
@@ -217,12 +293,14 @@ static int check_ports(const struct bench_cfg *c, char *err, size_t errlen)
 	if (fscanf(f, "%ld %ld", &lo, &hi) != 2)
 		lo = hi = 0;
 	fclose(f);
-	if (c->addr.ss_family == AF_UNIX || hi <= lo || c->conns <= hi - lo + 1)
+	if (c->addr.ss_family == AF_UNIX || hi <= lo ||
+	    c->conns <= (hi - lo + 1) * (long)(c->nsources ? c->nsources : 1))
 		return 0;
 	snprintf(err, errlen,
 		 "-c %ld: only %ld ephemeral ports (net.ipv4.ip_local_port_range %ld %ld) for "
-		 "one source address",
-		 c->conns, hi - lo + 1, lo, hi);
+		 "each of %u source address%s: give more with --source",
+		 c->conns, hi - lo + 1, lo, hi, c->nsources ? c->nsources : 1,
+		 c->nsources > 1 ? "es" : "");
 	return -EADDRNOTAVAIL;
 }
 
@@ -241,6 +319,13 @@ static int probe_server(struct bench *b, char *err, size_t errlen)
 		snprintf(err, errlen, "socket: %s", bench_explain(-fd));
 		return fd;
 	}
+	/* A --source address this host does not have fails here, in one line. */
+	rc = bench_bind_source(c, fd, 0);
+	if (rc < 0) {
+		snprintf(err, errlen, "--source %s: bind: %s", c->source_arg, strerror(-rc));
+		close(fd);
+		return rc;
+	}
 	if (connect(fd, (struct sockaddr *)&c->addr, c->addrlen) < 0 && errno != EINPROGRESS)
 		rc = -errno;
 	if (!rc)
@@ -257,12 +342,14 @@ static int probe_server(struct bench *b, char *err, size_t errlen)
 
 /* ---------------------------------------------------------------- the run */
 
-static volatile sig_atomic_t interrupted;
+static volatile sig_atomic_t interrupted, usr1;
 
 static void on_signal(int sig)
 {
-	(void)sig;
-	interrupted = 1;
+	if (sig == SIGUSR1)
+		usr1 = 1;
+	else
+		interrupted = 1;
 }
 
 static void sleep_until(uint64_t t)
@@ -277,12 +364,81 @@ static void sleep_until(uint64_t t)
 	nanosleep(&ts, NULL); /* a signal cuts it short, as it should */
 }
 
+/* echoc's resident memory in KiB: VmRSS, or the peak where there is no /proc. */
+static uint64_t rss_kib(void)
+{
+	FILE *f = fopen("/proc/self/status", "re");
+	char line[128];
+	unsigned long long kib = 0;
+	struct rusage ru;
+
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmRSS: %llu kB", &kib) == 1)
+			break;
+	if (f)
+		fclose(f);
+	if (!kib && getrusage(RUSAGE_SELF, &ru) == 0)
+		kib = (unsigned long long)ru.ru_maxrss;
+	return kib;
+}
+
+/* When the last worker finished its initial connects; 0 while one has not. */
+static uint64_t all_up_ns(struct bench_worker *ws, long nw)
+{
+	uint64_t last = 0, t;
+
+	for (long i = 0; i < nw; i++) {
+		t = atomic_load(&ws[i].up_ns);
+		if (!t)
+			return 0;
+		last = t > last ? t : last;
+	}
+	return last;
+}
+
+/*
+ * idle: once every connection is up and has had its first echo verified
+ * (or failed), one line on standard error, which a script holding many
+ * connections can wait for; the figures of that moment go to idle.
+ */
+static void idle_milestone(struct bench *b, struct bench_worker *ws, long nw,
+			   struct bench_idle *idle)
+{
+	const struct bench_cfg *c = &b->cfg;
+	uint64_t up = all_up_ns(ws, nw);
+	struct bench_totals t;
+
+	if (c->mode != MODE_IDLE || idle->rss_kib || !up)
+		return;
+	bench_snapshot(ws, nw, &t);
+	if (c->ping_on_usr1 && !idle->said_up) {
+		idle->said_up = true;
+		warnx("bench: idle: %llu connections up in %.2f s (%.0f/s), %llu errors; echoc "
+		      "RSS %llu KiB; waiting for SIGUSR1 to ping",
+		      (unsigned long long)t.open, (double)(up - b->t_start) / 1e9,
+		      up > b->t_start ? (double)t.open * 1e9 / (double)(up - b->t_start) : 0.0,
+		      (unsigned long long)t.errors, (unsigned long long)rss_kib());
+	}
+	if (t.verified + t.errors < (uint64_t)c->conns)
+		return;
+	idle->up = t.open;
+	idle->setup_s = (double)(up - b->t_start) / 1e9;
+	idle->rss_kib = rss_kib();
+	warnx("bench: idle: %llu connections up in %.2f s (%.0f/s), %llu echoed once and "
+	      "verified, %llu errors; echoc RSS %llu KiB",
+	      (unsigned long long)idle->up, idle->setup_s,
+	      idle->setup_s > 0 ? (double)idle->up / idle->setup_s : 0.0,
+	      (unsigned long long)t.verified, (unsigned long long)t.errors,
+	      (unsigned long long)idle->rss_kib);
+}
+
 /*
  * The main thread's part: flips warm-up to measure, prints progress, stops
  * at the end, on a signal or when every connection is gone.  Returns the
  * measured window in seconds and its counters in t.
  */
-static double drive(struct bench *b, struct bench_worker *ws, long nw, struct bench_totals *t)
+static double drive(struct bench *b, struct bench_worker *ws, long nw, struct bench_totals *t,
+		    struct bench_idle *idle)
 {
 	const struct bench_cfg *c = &b->cfg;
 	uint64_t t0 = clock_now_ns(), t_measure = t0 + (uint64_t)c->warmup_ms * 1000000u;
@@ -298,6 +454,9 @@ static double drive(struct bench *b, struct bench_worker *ws, long nw, struct be
 			measure_ns = now;
 			atomic_store(&b->phase, PHASE_MEASURE);
 		}
+		if (usr1)
+			atomic_store(&b->ping_go, 1);
+		idle_milestone(b, ws, nw, idle);
 		if (now >= tick) {
 			if (tty)
 				bench_progress(ws, nw, c, now - t0, &msgs, &bytes);
@@ -314,6 +473,13 @@ static double drive(struct bench *b, struct bench_worker *ws, long nw, struct be
 		measure_ns = now;
 	}
 	bench_snapshot(ws, nw, t);
+	if (c->mode == MODE_IDLE && !idle->rss_kib) { /* stopped before the milestone */
+		uint64_t up = all_up_ns(ws, nw);
+
+		idle->up = t->open;
+		idle->setup_s = (double)((up ? up : now) - b->t_start) / 1e9;
+		idle->rss_kib = rss_kib();
+	}
 	atomic_store(&b->phase, PHASE_STOP);
 	bench_window(t, &start);
 	return (double)(now - measure_ns) / 1e9;
@@ -331,6 +497,7 @@ static int bench_start_workers(struct bench *b, struct bench_worker *ws, long nw
 	sigemptyset(&block);
 	sigaddset(&block, SIGINT);
 	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGUSR1);
 	pthread_sigmask(SIG_BLOCK, &block, &old);
 	atomic_store(&b->live_workers, (int)nw);
 	for (i = 0; i < nw && !rc; i++)
@@ -351,6 +518,7 @@ static int bench_run(struct bench *b, FILE *hist_out)
 	long nw = c->threads;
 	struct bench_worker *ws = calloc((size_t)nw, sizeof(*ws));
 	struct sigaction sa = {.sa_handler = on_signal};
+	struct bench_idle idle = {0};
 	struct bench_totals t;
 	double secs;
 	int rc = -ENOMEM;
@@ -368,7 +536,10 @@ static int bench_run(struct bench *b, FILE *hist_out)
 	if (rc == 0) {
 		sigaction(SIGINT, &sa, NULL);
 		sigaction(SIGTERM, &sa, NULL);
+		if (c->ping_on_usr1)
+			sigaction(SIGUSR1, &sa, NULL);
 		atomic_store(&b->phase, c->warmup_ms ? PHASE_WARMUP : PHASE_MEASURE);
+		b->t_start = clock_now_ns();
 		rc = bench_start_workers(b, ws, nw);
 	}
 	if (rc < 0) {
@@ -376,10 +547,10 @@ static int bench_run(struct bench *b, FILE *hist_out)
 		rc = EXIT_FAILURE;
 		goto out_free;
 	}
-	secs = drive(b, ws, nw, &t);
+	secs = drive(b, ws, nw, &t, &idle);
 	for (long i = 0; i < nw; i++)
 		pthread_join(ws[i].tid, NULL);
-	rc = bench_report_results(c, ws, nw, &t, secs, hist_out);
+	rc = bench_report_results(c, ws, nw, &t, secs, &idle, hist_out);
 	hist_out = NULL;
 out_free:
 	for (long i = 0; ws && i < nw; i++)

@@ -25,7 +25,7 @@ const char *bench_explain(int e)
 		return "the system is out of file descriptors (fs.file-max)";
 	case EADDRNOTAVAIL:
 		return "out of ephemeral ports (net.ipv4.ip_local_port_range, TIME_WAIT): lower "
-		       "-c or the connection rate";
+		       "-c or the connection rate, or give more --source addresses";
 	default:
 		return strerror(e);
 	}
@@ -69,6 +69,7 @@ void bench_snapshot(struct bench_worker *ws, long nw, struct bench_totals *t)
 		t->reordered += bench_load(&ct->reordered);
 		t->late += bench_load(&ct->late);
 		t->open += bench_load(&ct->open);
+		t->verified += bench_load(&ct->verified);
 	}
 }
 
@@ -109,8 +110,49 @@ static double pct_us(const struct hist *h, double p)
 	return (double)hist_percentile(h, p) / 1000.0;
 }
 
+static double per_conn(uint64_t kib, uint64_t conns)
+{
+	return conns ? (double)kib * 1024.0 / (double)conns : 0.0;
+}
+
+/* idle: set-up, the one verified echo of each connection, echoc's memory. */
+static void print_idle_table(const struct bench_cfg *c, const struct bench_totals *t,
+			     const struct bench_idle *idle, const struct hist *first)
+{
+	printf("  %-12s %14llu in %.2f s: %.0f connections/s%s\n", "set up",
+	       (unsigned long long)idle->up, idle->setup_s,
+	       idle->setup_s > 0 ? (double)idle->up / idle->setup_s : 0.0,
+	       c->nsources ? "" : " (one source address)");
+	if (c->nsources)
+		printf("  %-12s %14u addresses (--source %s)\n", "sources", c->nsources,
+		       c->source_arg);
+	printf("  %-12s %14llu of %ld connections, first echo verified byte for byte\n", "verified",
+	       (unsigned long long)t->verified, c->conns);
+	printf("  %-12s %10s %10s %10s %10s\n", "first us", "p50", "p99", "p99.9", "max");
+	printf("  %-12s %10.1f %10.1f %10.1f %10.1f\n", "", pct_us(first, 50), pct_us(first, 99),
+	       pct_us(first, 99.9), (double)first->max / 1000.0);
+	printf("  %-12s %14llu KiB RSS (%.0f B per connection), all connections up\n",
+	       "echoc memory", (unsigned long long)idle->rss_kib,
+	       per_conn(idle->rss_kib, idle->up));
+}
+
+static void print_idle_json(const struct bench_cfg *c, const struct bench_totals *t,
+			    const struct bench_idle *idle, const struct hist *first)
+{
+	printf("\"idle\": {\"up\": %llu, \"setup_s\": %.3f, \"setup_per_s\": %.1f, "
+	       "\"sources\": %u, \"verified\": %llu, \"first_echo_us\": {\"p50\": %.3f, "
+	       "\"p99\": %.3f, \"p999\": %.3f, \"max\": %.3f}, \"rss_kib\": %llu, "
+	       "\"rss_per_conn_b\": %.1f}, ",
+	       (unsigned long long)idle->up, idle->setup_s,
+	       idle->setup_s > 0 ? (double)idle->up / idle->setup_s : 0.0, c->nsources,
+	       (unsigned long long)t->verified, pct_us(first, 50), pct_us(first, 99),
+	       pct_us(first, 99.9), (double)first->max / 1000.0, (unsigned long long)idle->rss_kib,
+	       per_conn(idle->rss_kib, idle->up));
+}
+
 static void print_table(const struct bench_cfg *c, const struct bench_totals *t, double secs,
-			const struct hist *h)
+			const struct hist *h, const struct bench_idle *idle,
+			const struct hist *first)
 {
 	printf("echoc bench: %s%s to %s, %ld connections x %ld B, depth %ld, %ld threads\n",
 	       c->udp ? "udp " : "", bench_mode_names[c->mode], c->target, c->conns, c->size,
@@ -128,6 +170,8 @@ static void print_table(const struct bench_cfg *c, const struct bench_totals *t,
 	       (unsigned long long)t->timeouts);
 	printf("  %-12s %14llu\n", "mismatches", (unsigned long long)t->mismatches);
 	printf("  %-12s %14llu of %ld\n", "open at end", (unsigned long long)t->open, c->conns);
+	if (c->mode == MODE_IDLE)
+		print_idle_table(c, t, idle, first);
 	if (c->udp)
 		printf("  %-12s sent %llu, lost %llu, duplicates %llu, reordered %llu, late %llu\n",
 		       "datagrams", (unsigned long long)t->sent, (unsigned long long)t->lost,
@@ -136,7 +180,8 @@ static void print_table(const struct bench_cfg *c, const struct bench_totals *t,
 }
 
 static void print_json(const struct bench_cfg *c, const struct bench_totals *t, double secs,
-		       const struct hist *h)
+		       const struct hist *h, const struct bench_idle *idle,
+		       const struct hist *first)
 {
 	printf("{\"mode\": \"%s\", \"udp\": %s, \"target\": \"%s\", \"conns\": %ld, \"size\": %ld, "
 	       "\"depth\": %ld, \"threads\": %ld, \"rate\": %ld, \"warmup_s\": %.3f, "
@@ -150,6 +195,8 @@ static void print_json(const struct bench_cfg *c, const struct bench_totals *t, 
 	       "\"max\": %.3f, \"mean\": %.3f}, ",
 	       pct_us(h, 50), pct_us(h, 90), pct_us(h, 99), pct_us(h, 99.9),
 	       (double)h->max / 1000.0, hist_mean(h) / 1000.0);
+	if (c->mode == MODE_IDLE)
+		print_idle_json(c, t, idle, first);
 	printf("\"errors\": %llu, \"mismatches\": %llu, \"timeouts\": %llu, \"conns_open\": %llu, ",
 	       (unsigned long long)t->errors, (unsigned long long)t->mismatches,
 	       (unsigned long long)t->timeouts, (unsigned long long)t->open);
@@ -161,7 +208,7 @@ static void print_json(const struct bench_cfg *c, const struct bench_totals *t, 
 }
 
 /* The exit status, with one line saying why when it is not 0. */
-static int verdict(const struct bench_totals *t)
+static int verdict(const struct bench_cfg *c, const struct bench_totals *t)
 {
 	if (t->mismatches) {
 		warnx("bench: %llu mismatches: the echo differed from what was sent",
@@ -172,6 +219,13 @@ static int verdict(const struct bench_totals *t)
 		warnx("bench: %llu errors", (unsigned long long)t->errors);
 		return EXIT_FAILURE;
 	}
+	/* --pings promised an echo on every connection within the run. */
+	if (c->pings && t->verified < (uint64_t)c->conns) {
+		warnx("bench: only %llu of %ld connections had an echo verified: a longer -d, or "
+		      "a higher --rate",
+		      (unsigned long long)t->verified, c->conns);
+		return EXIT_FAILURE;
+	}
 	if (!t->messages) {
 		warnx("bench: no message was echoed in the measured window");
 		return EXIT_FAILURE;
@@ -180,19 +234,22 @@ static int verdict(const struct bench_totals *t)
 }
 
 int bench_report_results(const struct bench_cfg *c, struct bench_worker *ws, long nw,
-			 const struct bench_totals *t, double secs, FILE *hist_out)
+			 const struct bench_totals *t, double secs, const struct bench_idle *idle,
+			 FILE *hist_out)
 {
-	for (long i = 1; i < nw; i++)
+	for (long i = 1; i < nw; i++) {
 		hist_merge(&ws[0].hist, &ws[i].hist);
+		hist_merge(&ws[0].first, &ws[i].first);
+	}
 	if (c->json)
-		print_json(c, t, secs, &ws[0].hist);
+		print_json(c, t, secs, &ws[0].hist, idle, &ws[0].first);
 	else
-		print_table(c, t, secs, &ws[0].hist);
+		print_table(c, t, secs, &ws[0].hist, idle, &ws[0].first);
 	fflush(stdout);
 	if (hist_out && (hist_write_percentiles(&ws[0].hist, hist_out, 1000.0) < 0 ||
 			 fclose(hist_out) == EOF)) {
 		warnx("bench: --hist %s: %s", c->hist_path, strerror(errno));
 		return EXIT_FAILURE;
 	}
-	return verdict(t);
+	return verdict(c, t);
 }

@@ -94,6 +94,30 @@ int bench_socket(const struct bench_cfg *cfg)
 	return fd;
 }
 
+int bench_bind_source(const struct bench_cfg *cfg, int fd, uint32_t id)
+{
+	struct sockaddr_storage src = cfg->source;
+	struct sockaddr_in *sin = (struct sockaddr_in *)&src;
+	int one = 1;
+
+	if (!cfg->nsources)
+		return 0;
+	if (src.ss_family == AF_INET)
+		sin->sin_addr.s_addr = htonl(ntohl(sin->sin_addr.s_addr) + id % cfg->nsources);
+#ifdef IP_BIND_ADDRESS_NO_PORT
+	/* The port is chosen at connect(2), per 4-tuple: each source address
+	 * gets the whole ephemeral range towards each server port. */
+	setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+#else
+	(void)one;
+#endif
+	if (bind(fd, (const struct sockaddr *)&src,
+		 src.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+					   : sizeof(struct sockaddr_in)) < 0)
+		return -errno;
+	return 0;
+}
+
 /* The time the k-th message of c is due on the fixed-rate schedule. */
 static uint64_t due_time(const struct bench_worker *w, const struct bconn *c, uint64_t k)
 {
@@ -112,6 +136,8 @@ bool bench_may_start(const struct bench_worker *w, const struct bconn *c, uint64
 	const struct bench_cfg *cfg = w->cfg;
 
 	if (bench_phase(w) == PHASE_STOP || c->started - c->done >= (uint64_t)cfg->depth)
+		return false;
+	if (cfg->pings && c->started >= (uint64_t)cfg->pings)
 		return false;
 	if (cfg->mode == MODE_CONNRATE) {
 		*from = c->t_connect;
@@ -207,6 +233,9 @@ static void pace_tick(struct bench_worker *w, uint64_t now)
 		w->pace.next = due - w->n;
 	for (; w->pace.next < due; w->pace.next++)
 		kick(w, &w->conns[w->pace.next % w->n], now);
+	/* --pings: every connection has had its turns; the schedule is over. */
+	if (w->cfg->pings && w->pace.next >= (uint64_t)w->cfg->pings * w->n)
+		w->pace.on = false;
 }
 
 static bool stalled(const struct bench_worker *w, const struct bconn *c, uint64_t now)
@@ -279,6 +308,12 @@ static struct timespec wait_time(const struct bench_worker *w, uint64_t now)
 	return ts;
 }
 
+/* --ping-on-usr1 holds the schedule until the signal; otherwise it starts at once. */
+static bool may_ping(const struct bench_worker *w)
+{
+	return !w->cfg->ping_on_usr1 || atomic_load(&w->b->ping_go);
+}
+
 static void run_loop(struct bench_worker *w)
 {
 	struct epoll_event ev[MAX_EVENTS];
@@ -294,7 +329,9 @@ static void run_loop(struct bench_worker *w)
 			handle_event(w, ev[i].data.ptr, ev[i].events);
 		now = clock_now_ns();
 		/* The schedule starts once every connection is up, not before. */
-		if (!paced && w->connecting == 0 && w->next_connect == w->n) {
+		if (!atomic_load(&w->up_ns) && w->connecting == 0 && w->next_connect == w->n)
+			atomic_store(&w->up_ns, now);
+		if (!paced && atomic_load(&w->up_ns) && may_ping(w)) {
 			paced = true;
 			start_pacer(w, now);
 		}
@@ -343,7 +380,8 @@ int bench_worker_init(struct bench_worker *w, struct bench *b, uint32_t first, u
 	w->epfd = epoll_create1(EPOLL_CLOEXEC);
 	w->conns = calloc(n, sizeof(*w->conns));
 	w->buf = malloc(BENCH_BUF_BYTES);
-	if (w->epfd < 0 || !w->conns || !w->buf || hist_init(&w->hist) < 0)
+	if (w->epfd < 0 || !w->conns || !w->buf || hist_init(&w->hist) < 0 ||
+	    hist_init(&w->first) < 0)
 		return -ENOMEM;
 	for (uint32_t i = 0; i < n; i++) {
 		struct bconn *c = &w->conns[i];
@@ -374,6 +412,7 @@ void bench_worker_free(struct bench_worker *w)
 	free(w->conns);
 	free(w->buf);
 	hist_free(&w->hist);
+	hist_free(&w->first);
 	if (w->epfd >= 0)
 		close(w->epfd);
 }

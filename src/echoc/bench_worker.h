@@ -22,8 +22,9 @@
 #include <stdio.h>
 #include <sys/socket.h>
 
-#define BENCH_BUF_BYTES	 (256 * 1024) /* per worker: one send or recv batch */
-#define BENCH_UDP_HEADER 16	      /* u32 connection, u32 zero, u64 sequence */
+#define BENCH_BUF_BYTES	  (256 * 1024) /* per worker: one send or recv batch */
+#define BENCH_UDP_HEADER  16	       /* u32 connection, u32 zero, u64 sequence */
+#define BENCH_MAX_SOURCES 65536	       /* --source A-B: at most a /16 of addresses */
 
 enum bench_mode { MODE_PINGPONG, MODE_CONNRATE, MODE_BULK, MODE_IDLE };
 enum bench_phase { PHASE_WARMUP, PHASE_MEASURE, PHASE_STOP };
@@ -36,19 +37,27 @@ extern const char *const bench_mode_names[];
 struct bench_cfg {
 	const char *mode_name;
 	long conns, size, depth, threads, rate;
+	long pings; /* idle: messages per connection, then silence (0: no end) */
 	long duration_ms, warmup_ms, timeout_ms;
 	bool udp, once, json;
+	bool ping_on_usr1; /* idle: silent until SIGUSR1, then the schedule */
 	const char *hist_path;
+	const char *source_arg; /* --source as typed */
 	enum bench_mode mode;
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
 	char target[NET_NAMELEN];
+	/* --source: connection i binds to the (i % nsources)-th address from
+	 * source on (port 0); nsources is 1 for IPv6, 0 without --source. */
+	struct sockaddr_storage source;
+	uint32_t nsources;
 };
 
 /* Counters a worker bumps and the main thread reads while it runs. */
 struct bench_counters {
 	_Atomic uint64_t messages, bytes, errors, mismatches, timeouts;
 	_Atomic uint64_t sent, lost, duplicates, reordered, late, open;
+	_Atomic uint64_t verified; /* idle: connections whose first echo came back intact */
 };
 
 /* The run: the options and what the main thread and the workers share. */
@@ -57,7 +66,9 @@ struct bench {
 	int probe_fd; /* -u: the probed socket, which connection 0 goes on with */
 	_Atomic int phase;
 	_Atomic int live_workers;
+	_Atomic int ping_go; /* --ping-on-usr1: SIGUSR1 came */
 	_Atomic unsigned error_lines, mismatch_lines;
+	uint64_t t_start; /* when the workers were started */
 };
 
 /* One connection (or, with -u, one connected UDP socket). */
@@ -102,6 +113,8 @@ struct bench_worker {
 	uint32_t alive;
 	struct bench_pacer pace;
 	struct hist hist;
+	struct hist first;	/* idle: each connection's first echo, whatever the phase */
+	_Atomic uint64_t up_ns; /* when its last initial connect finished (0: not yet) */
 	struct bench_counters ct;
 	uint8_t *buf;
 	uint64_t next_sweep;
@@ -110,7 +123,7 @@ struct bench_worker {
 /* Counters summed over the workers at one instant. */
 struct bench_totals {
 	uint64_t messages, bytes, errors, mismatches, timeouts;
-	uint64_t sent, lost, duplicates, reordered, late, open;
+	uint64_t sent, lost, duplicates, reordered, late, open, verified;
 };
 
 static inline void bench_count(_Atomic uint64_t *ctr, uint64_t n)
@@ -135,6 +148,8 @@ void bench_fail_conn(struct bench_worker *w, struct bconn *c);
 void bench_conn_error(struct bench_worker *w, struct bconn *c, const char *what, int e);
 /* A non-blocking socket of the run's kind for its target; the fd or -errno. */
 int bench_socket(const struct bench_cfg *cfg);
+/* Binds fd to connection id's --source address, if any; 0 or -errno. */
+int bench_bind_source(const struct bench_cfg *cfg, int fd, uint32_t id);
 bool bench_may_start(const struct bench_worker *w, const struct bconn *c, uint64_t now,
 		     uint64_t *from);
 /* Counts one echoed message; its latency (from..now) only while measuring. */
@@ -171,7 +186,15 @@ void bench_snapshot(struct bench_worker *ws, long nw, struct bench_totals *t);
 void bench_window(struct bench_totals *end, const struct bench_totals *start);
 void bench_progress(struct bench_worker *ws, long nw, const struct bench_cfg *c,
 		    uint64_t elapsed_ns, uint64_t *last_msgs, uint64_t *last_bytes);
+/* The idle mode's own figures: set-up, the first echo of each connection, memory. */
+struct bench_idle {
+	uint64_t up;	  /* connections established */
+	double setup_s;	  /* from the start until every worker's connects finished */
+	uint64_t rss_kib; /* echoc's resident memory once every connection was up and echoed */
+	bool said_up;	  /* --ping-on-usr1: the "up, waiting" line was printed */
+};
 int bench_report_results(const struct bench_cfg *c, struct bench_worker *ws, long nw,
-			 const struct bench_totals *t, double secs, FILE *hist_out);
+			 const struct bench_totals *t, double secs, const struct bench_idle *idle,
+			 FILE *hist_out);
 
 #endif

@@ -18,15 +18,20 @@
 #include "udp.h"
 #include "version.h"
 
+#include <dirent.h>
 #include <err.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
+
+#define CAPACITY_SCAN_FDS 1024 /* without /proc: echod's own descriptors are the lowest */
 
 struct stopper {
 	sigset_t set;
@@ -330,6 +335,85 @@ static void log_engine(const struct server *srv, const struct engine *e, const c
 }
 
 /*
+ * Raises the soft RLIMIT_NOFILE to the hard limit: every connection costs a
+ * descriptor, and the soft limit is often 1024 while the hard one is far
+ * higher.  A failure (a limit the process may not change) is one warning.
+ */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == rl.rlim_max)
+		return;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		log_warn("cannot raise the descriptor limit to its hard limit %llu: %s",
+			 (unsigned long long)rl.rlim_max, strerror(errno));
+}
+
+/* Descriptors open now: /proc/self/fd on Linux, else a scan of the low numbers. */
+static long count_open_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *de;
+	long n = 0;
+
+	if (!d) {
+		for (int fd = 0; fd < CAPACITY_SCAN_FDS; fd++)
+			n += fcntl(fd, F_GETFD) >= 0;
+		return n;
+	}
+	while ((de = readdir(d)))
+		n += de->d_name[0] != '.';
+	closedir(d);
+	return n - 1; /* the directory's own descriptor */
+}
+
+/*
+ * Descriptors the engine opens for itself when it starts, as this version
+ * does: an epoll or io_uring instance and a wake-up eventfd per worker; the
+ * threads model's wake-up pipe.  Plus the --metrics clients served at once.
+ */
+static long engine_fds(const struct server *srv, const struct engine *e)
+{
+	long n = e->has_workers ? 2L * srv->workers : !strcmp(e->name, "threads") ? 2 : 0;
+
+	return n + (srv->cfg->metrics.n ? METRICS_HTTP_MAX_CONNS : 0);
+}
+
+/*
+ * One line saying how many connections this process can hold at once: the
+ * descriptor limit less what echod itself holds, capped by --max-conns.
+ * Past the descriptors, accepting pauses (ENGINE_ACCEPT_PAUSE_MS) and new
+ * connections wait in the backlog.  Memory, and for the threads model the
+ * thread limits, may bind earlier: the line says what the descriptors allow.
+ */
+static void log_capacity(const struct server *srv, const struct engine *e)
+{
+	struct rlimit rl;
+	long own = count_open_fds() + engine_fds(srv, e), fds, conns;
+	long max = srv->cfg->max_conns;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	fds = rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > LONG_MAX ? LONG_MAX : (long)rl.rlim_cur;
+	conns = fds > own ? fds - own : 0;
+	struct log_field f[] = {
+		{"connections", NULL, (unsigned long long)(max && max < conns ? max : conns)},
+		{"bound_by", max && max < conns ? "max-conns" : "descriptors", 0},
+		{"nofile", NULL, (unsigned long long)fds},
+		{"echod_fds", NULL, (unsigned long long)own},
+		{"per_connection", !strcmp(e->name, "threads") ? "descriptor+thread" : "descriptor",
+		 0},
+	};
+	log_fields(LOGL_INFO, "capacity", f, (int)(sizeof(f) / sizeof(f[0])));
+	if (max > conns)
+		log_warn("--max-conns %ld is more than the %ld connections the descriptor limit "
+			 "(%ld) leaves: past them accepting pauses",
+			 max, conns, fds);
+}
+
+/*
  * --inetd: the socket on standard input instead of listeners and an engine.
  * Returns the exit status.
  */
@@ -380,6 +464,7 @@ int main(int argc, char **argv)
 
 	open_standard_fds();
 	parse_args(&cfg, argc, argv);
+	raise_nofile();
 	if (cfg.inetd)
 		inetd_keep_logs_off_the_socket();
 	/* An unknown user is a start failure (1), as echod(1) says, not a usage error. */
@@ -408,6 +493,7 @@ int main(int argc, char **argv)
 	if (metrics_init(&srv.metrics, srv.workers) < 0)
 		errx(1, "out of memory");
 	log_engine(&srv, e, passed_over);
+	log_capacity(&srv, e);
 	confine(&srv, e);
 	start_signal_thread(&st);
 	start_udp(udp);

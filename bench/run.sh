@@ -146,7 +146,7 @@ suite() {
 		CANDIDATES=(echod-epoll@samecpu echod-epoll)
 		REPS=${REPS:-3} ;;
 	*)
-		echo "usage: bench/run.sh [matrix|uring-vs-epoll|udp|placement]" >&2
+		echo "usage: bench/run.sh [matrix|uring-vs-epoll|udp|placement|million]" >&2
 		exit 2 ;;
 	esac
 }

@@ -113,14 +113,14 @@ FORCE:
 # The source tree shows the two programs: src/echod/ (the server), src/echoc/
 # (the client and load generator) and src/common/ (what both use).  Each
 # program links only its own modules and the common ones.
-COMMON = common/net common/opts
+COMMON = common/net common/opts common/cpus
 ECHOD  = $(addprefix echod/,echod engine engine_iterative engine_threads \
            engine_epoll engine_uring workers spill privs conn conn_end log metrics metrics_http udp \
-           config proxy proxy_stage activation inetd sandbox) $(COMMON)
+           config proxy proxy_stage activation inetd sandbox locality) $(COMMON)
 ECHOC  = $(addprefix echoc/,echoc echoc_config echoc_udp bench bench_pattern bench_worker \
            bench_tcp bench_udp bench_report hist) $(COMMON)
 UNIT   = conn conn_end net config hist bench udp log proxy activation epoll uring workers spill \
-         sandbox metrics
+         sandbox metrics cpus locality
 # Modules the unit tests link (the rest they #include whole, to reach statics).
 UNIT_OBJS = $(COMMON) echod/config echod/conn echod/conn_end echod/log echod/metrics echod/proxy \
             echod/proxy_stage echod/spill \

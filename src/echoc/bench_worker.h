@@ -12,6 +12,7 @@
 #ifndef ECHOD_BENCH_WORKER_H
 #define ECHOD_BENCH_WORKER_H
 
+#include "cpus.h"
 #include "hist.h"
 #include "net.h"
 
@@ -39,6 +40,8 @@ struct bench_cfg {
 	long duration_ms, warmup_ms, timeout_ms;
 	bool udp, once, json;
 	const char *hist_path;
+	const char *cpus_arg; /* --cpus LIST, as given */
+	struct cpu_list cpus; /* --cpus: thread i runs on cpu[i % n]; n = 0: unpinned */
 	enum bench_mode mode;
 	struct sockaddr_storage addr;
 	socklen_t addrlen;

@@ -171,7 +171,7 @@ run:
 check:
 	@bash tests/check.sh
 
-# SUITE (matrix, uring-vs-epoll, udp) is passed on; QUICK and REPS reach
+# SUITE (matrix, uring-vs-epoll, udp, locality) is passed on; QUICK and REPS reach
 # bench/run.sh through the environment (make exports command-line variables).
 bench: all
 	@bash bench/run.sh $(SUITE)

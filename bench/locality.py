@@ -62,7 +62,8 @@ def allowed_cpus():
 
 def start_echod(engine, mode):
     """echod on 127.0.0.1, port 0; returns (process, port, its locality line)."""
-    proc = subprocess.Popen([ECHOD, "-m", engine, "--cpu-affinity", mode,
+    proc = subprocess.Popen([ECHOD, "-m", engine, "-w", str(len(allowed_cpus())),
+                             "--cpu-affinity", mode,
                              "-l", "127.0.0.1:0"], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)

@@ -13,10 +13,11 @@ import subprocess
 import pytest
 
 from activate import activate, needs_socket_activate  # noqa: F401
-from conftest import (CONCURRENT_MODELS, ECHOC, connect_to, echo_stream, recv_exactly,
-                      wait_until)
+from conftest import (CONCURRENT_MODELS, ECHOC, MODELS, best_concurrent_model, connect_to,
+                      echo_stream, recv_exactly, wait_until)
 
 PINNING_MODELS = [m for m in CONCURRENT_MODELS if m in ("epoll", "uring")]
+needs_epoll = pytest.mark.skipif("epoll" not in MODELS, reason="epoll is not among ECHOD_MODELS")
 ALLOWED = sorted(os.sched_getaffinity(0))
 needs_two_cpus = pytest.mark.skipif(len(ALLOWED) < 2, reason="needs 2 CPUs to pin 2 workers")
 
@@ -200,6 +201,7 @@ def test_max_conns_across_worker_listeners(echod, model):
         b.close()
 
 
+@needs_epoll
 @needs_two_cpus
 def test_unix_listener_stays_shared(echod, tmp_path):
     """A unix socket has no reuseport group: its one listener serves every worker."""
@@ -213,6 +215,7 @@ def test_unix_listener_stays_shared(echod, tmp_path):
     many_echoes(srv.target, conns=8, size=100)
 
 
+@needs_epoll
 @needs_socket_activate
 @needs_two_cpus
 def test_socket_activation_falls_back_to_the_shared_listener(activate):  # noqa: F811
@@ -233,7 +236,7 @@ def test_socket_activation_falls_back_to_the_shared_listener(activate):  # noqa:
 
 def test_bench_cpus_pins_the_load_threads(echod):
     """echoc bench --cpus: each load thread on its CPU (seen from /proc while it runs)."""
-    srv = echod("-m", "epoll", "-w", "1")
+    srv = echod("-m", best_concurrent_model())
     cpu = ALLOWED[-1]
     load = subprocess.Popen([ECHOC, "bench", "-c", "2", "-T", "2", "--cpus", str(cpu),
                              "-d", "1", srv.target], stdout=subprocess.PIPE,
@@ -252,3 +255,15 @@ def test_bench_cpus_refuses_bad_lists():
                          capture_output=True, text=True, timeout=10)
     assert res.returncode == 2
     assert "--cpus 1023: CPU 1023 is not one this process may run on" in res.stderr
+
+
+@needs_epoll
+@needs_two_cpus
+def test_second_echod_on_a_steered_port_is_refused(echod, run_echod):
+    """The per-worker listeners use SO_REUSEPORT, yet a second echod may not join them."""
+    srv = start_model(echod, "epoll", cpus=ALLOWED[:2])
+    assert tcp_listeners(srv.port) == 2
+    res = run_echod("-m", "epoll", "-l", srv.target)
+    assert res.returncode == 1
+    assert res.stderr.strip() == f"echod: bind {srv.target}: Address already in use"
+    assert tcp_listeners(srv.port) == 2

@@ -48,10 +48,11 @@ static const struct opt echod_opts[] = {
 	{"inetd", 0, OPT_FLAG, FIELD(inetd), NULL, 0, 0, NULL,
 	 "serve the one connection on standard input (inetd, systemd Accept=yes), then exit; a UDP "
 	 "socket there is answered until idle for --idle-timeout (default 10 s)"},
-	{"cpu-affinity", 0, OPT_STR, FIELD(cpu_affinity), "auto|off|LIST", 0, 0, NULL,
-	 "pin worker i to the i-th CPU of LIST (as 0-3,8) and steer each TCP connection to the "
+	{"cpu-affinity", 0, OPT_STR, FIELD(cpu_affinity), "LIST", 0, 0, NULL,
+	 "auto | off | LIST: pin worker i to the i-th CPU of LIST (as 0-3,8) and steer each TCP "
+	 "connection to the "
 	 "worker on the CPU that receives it; auto (default): the CPUs echod may run on, when "
-	 "--workers equals their number; off: no pinning"},
+	 "there is one worker for each; off: no pinning"},
 	{"no-sandbox", 0, OPT_FLAG, FIELD(no_sandbox), NULL, 0, 0, NULL,
 	 "do not confine the process after start-up (seccomp, Landlock, no new privileges)"},
 	{"metrics", 0, OPT_ADDR, FIELD(metrics), "ADDR", 0, 0, NULL,

@@ -474,8 +474,9 @@ int main(int argc, char **argv)
 		errx(1, "%s", why);
 	if (metrics_init(&srv.metrics, srv.workers) < 0)
 		errx(1, "out of memory");
-	log_engine(&srv, e, passed_over);
+	/* Before the engine line, which tests and scripts take as the last start-up line. */
 	log_locality(&loc, e);
+	log_engine(&srv, e, passed_over);
 	confine(&srv, e);
 	start_signal_thread(&st);
 	start_udp(udp);

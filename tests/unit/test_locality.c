@@ -22,6 +22,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 /* Runs the ops locality_program() emits, with `cpu` as the receiving CPU. */
@@ -200,8 +201,11 @@ static int listener_with_connection(const int *fds, int n)
 	return -1;
 }
 
-/* The kernel runs the program: a connection from CPU c waits on listener index(c). */
-static void steer_in_the_kernel(const struct cpu_list *cpus)
+/*
+ * The kernel steers: a connection from CPU c waits on listener index(c).
+ * by_bpf: the program, else SO_INCOMING_CPU on each listener (the fallback).
+ */
+static void steer_in_the_kernel(const struct cpu_list *cpus, bool by_bpf)
 {
 	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	socklen_t len = sizeof(sin);
@@ -214,7 +218,10 @@ static void steer_in_the_kernel(const struct cpu_list *cpus)
 	assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
 	assert_int_equal(listen(fd, 16), 0);
 	assert_int_equal(net_listen_group(fd, 16, fds, cpus->n, why, sizeof(why)), 0);
-	assert_int_equal(locality_steer(fds, cpus->n, cpus, why, sizeof(why)), STEER_BPF);
+	if (by_bpf)
+		assert_int_equal(locality_steer(fds, cpus->n, cpus, why, sizeof(why)), STEER_BPF);
+	else
+		assert_int_equal(set_incoming_cpu(fds, cpus->n, cpus), 0);
 	assert_int_equal(getsockname(fds[0], (struct sockaddr *)&sin, &len), 0);
 	/* Four connections per CPU: a hash that matched by chance would not, four times. */
 	for (int k = 0; k < 4 * cpus->n; k++) {
@@ -238,12 +245,35 @@ static void kernel_steers_by_cpu(void **state)
 
 	(void)state;
 	assert_int_equal(cpus_allowed(&allowed), 0);
-	steer_in_the_kernel(&allowed); /* contiguous or not, as this machine is */
+	steer_in_the_kernel(&allowed, true); /* contiguous or not, as this machine is */
 	/* The same CPUs backwards: the jump table, and an order that is not the CPUs' own. */
 	reversed.n = allowed.n;
 	for (int i = 0; i < allowed.n; i++)
 		reversed.cpu[i] = allowed.cpu[allowed.n - 1 - i];
-	steer_in_the_kernel(&reversed);
+	steer_in_the_kernel(&reversed, true);
+}
+
+/* True when the running kernel is at least major.minor. */
+static bool kernel_at_least(int major, int minor)
+{
+	struct utsname u;
+	int ma = 0, mi = 0;
+
+	if (uname(&u) < 0 || sscanf(u.release, "%d.%d", &ma, &mi) != 2)
+		return false;
+	return ma > major || (ma == major && mi >= minor);
+}
+
+/* The fallback steers too, where the kernel honours SO_INCOMING_CPU in a group (6.1). */
+static void incoming_cpu_steers_since_6_1(void **state)
+{
+	static struct cpu_list allowed;
+
+	(void)state;
+	if (!kernel_at_least(6, 1))
+		skip();
+	assert_int_equal(cpus_allowed(&allowed), 0);
+	steer_in_the_kernel(&allowed, false);
 }
 
 int main(void)
@@ -254,6 +284,7 @@ int main(void)
 		cmocka_unit_test(plans),
 		cmocka_unit_test(notes_the_weakest),
 		cmocka_unit_test(kernel_steers_by_cpu),
+		cmocka_unit_test(incoming_cpu_steers_since_6_1),
 	};
 
 	return cmocka_run_group_tests_name("locality", tests, NULL, NULL);

@@ -207,7 +207,8 @@ FUZZ_CFLAGS   = -std=c11 -D_GNU_SOURCE $(WARN) -O1 -g -fno-omit-frame-pointer \
 		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 		-Isrc/common -Isrc/echod -Isrc/echoc
 # The modules each target links (fuzz_options.c #includes bench.c).
-FUZZ_SRC_options = src/common/opts.c src/common/net.c src/echod/config.c src/echoc/echoc_config.c \
+FUZZ_SRC_options = src/common/opts.c src/common/net.c src/common/cpus.c src/echod/config.c \
+		   src/echoc/echoc_config.c \
 		   $(addprefix src/echoc/,bench_pattern.c bench_worker.c bench_tcp.c bench_udp.c \
 		   bench_report.c hist.c)
 FUZZ_SRC_addr    = src/common/net.c

@@ -114,14 +114,14 @@ FORCE:
 # The source tree shows the two programs: src/echod/ (the server), src/echoc/
 # (the client and load generator) and src/common/ (what both use).  Each
 # program links only its own modules and the common ones.
-COMMON = common/net common/opts
+COMMON = common/net common/opts common/cpus
 ECHOD  = $(addprefix echod/,echod engine engine_iterative engine_threads \
            engine_epoll engine_uring workers spill privs conn conn_end log metrics metrics_http udp \
-           config proxy proxy_stage activation inetd sandbox) $(COMMON)
+           config proxy proxy_stage activation inetd sandbox locality) $(COMMON)
 ECHOC  = $(addprefix echoc/,echoc echoc_config echoc_udp bench bench_pattern bench_worker \
            bench_tcp bench_udp bench_report hist) $(COMMON)
 UNIT   = conn conn_end net config hist bench udp log proxy activation epoll uring workers spill \
-         sandbox metrics
+         sandbox metrics cpus locality
 # Modules the unit tests link (the rest they #include whole, to reach statics).
 UNIT_OBJS = $(COMMON) echod/config echod/conn echod/conn_end echod/log echod/metrics echod/proxy \
             echod/proxy_stage echod/spill \
@@ -172,7 +172,7 @@ run:
 check:
 	@bash tests/check.sh
 
-# SUITE (matrix, uring-vs-epoll, udp, million) is passed on; QUICK and REPS reach
+# SUITE (matrix, uring-vs-epoll, udp, placement, locality, million) is passed on; QUICK and REPS reach
 # bench/run.sh through the environment (make exports command-line variables).
 bench: all
 	@bash bench/run.sh $(SUITE)
@@ -208,7 +208,8 @@ FUZZ_CFLAGS   = -std=c11 -D_GNU_SOURCE $(WARN) -O1 -g -fno-omit-frame-pointer \
 		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 		-Isrc/common -Isrc/echod -Isrc/echoc
 # The modules each target links (fuzz_options.c #includes bench.c).
-FUZZ_SRC_options = src/common/opts.c src/common/net.c src/echod/config.c src/echoc/echoc_config.c \
+FUZZ_SRC_options = src/common/opts.c src/common/net.c src/common/cpus.c src/echod/config.c \
+		   src/echoc/echoc_config.c \
 		   $(addprefix src/echoc/,bench_pattern.c bench_worker.c bench_tcp.c bench_udp.c \
 		   bench_report.c hist.c)
 FUZZ_SRC_addr    = src/common/net.c

@@ -18,6 +18,12 @@
 #   placement       where the load runs: echod -m epoll -w 1 with the load on
 #                   the server's CPU (echod-epoll@samecpu) and on the other
 #                   one, 1 conn x 64 B and 50 x 128 B; compare total CPU
+#   locality        does pinning and steering pay?  echod -w <CPUs> with
+#                   --cpu-affinity auto against off, epoll and uring, load
+#                   pinned one thread per CPU (echoc bench --cpus), 50 and 500
+#                   conns x 128 B; total system CPU per message from
+#                   /proc/stat (bench/locality.py, a runner of its own: the
+#                   server is not pinned to CPU 0 as everywhere else here)
 #
 #   QUICK=1   shorter runs (the whole matrix in under 2 minutes)
 #   REPS=N    repetitions of each run (default 1 for matrix, 3 otherwise);
@@ -137,6 +143,9 @@ suite() {
 		PICK=(1x64 50x128 500x512 50x64d16)
 		CANDIDATES=(echod-uring echod-epoll)
 		REPS=${REPS:-3} ;;
+	locality)
+		$PY "$HERE/locality.py"
+		exit ;;
 	udp)
 		PICK=(udp1)
 		CANDIDATES=(echod socat-listen socat xinetd)
@@ -146,7 +155,7 @@ suite() {
 		CANDIDATES=(echod-epoll@samecpu echod-epoll)
 		REPS=${REPS:-3} ;;
 	*)
-		echo "usage: bench/run.sh [matrix|uring-vs-epoll|udp|placement|million]" >&2
+		echo "usage: bench/run.sh [matrix|uring-vs-epoll|udp|placement|locality|million]" >&2
 		exit 2 ;;
 	esac
 }

@@ -188,9 +188,12 @@ int net_set_nonblock(int fd, bool on)
 	return fcntl(fd, F_SETFL, flags) < 0 ? -errno : 0;
 }
 
-/* Binds (and for streams, listens) one socket on sa.  Returns fd or -errno. */
-static int listen_one(const struct sockaddr *sa, socklen_t salen, int type, int backlog, char *err,
-		      size_t errlen)
+/*
+ * Binds (and for streams, listens) one socket on sa, with SO_REUSEPORT when
+ * reuseport.  Returns fd or -errno.
+ */
+static int listen_on(const struct sockaddr *sa, socklen_t salen, int type, int backlog,
+		     bool reuseport, char *err, size_t errlen)
 {
 	char name[NET_NAMELEN];
 	int fd, one = 1, rc;
@@ -204,6 +207,12 @@ static int listen_one(const struct sockaddr *sa, socklen_t salen, int type, int 
 	}
 	if (sa->sa_family != AF_UNIX)
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) {
+		rc = -errno;
+		close(fd);
+		set_err(err, errlen, "%s: %s", "SO_REUSEPORT", -rc);
+		return rc;
+	}
 	/* [::] must leave 0.0.0.0 to its own socket. */
 	if (sa->sa_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
@@ -215,6 +224,36 @@ static int listen_one(const struct sockaddr *sa, socklen_t salen, int type, int 
 		return rc;
 	}
 	return fd;
+}
+
+static int listen_one(const struct sockaddr *sa, socklen_t salen, int type, int backlog, char *err,
+		      size_t errlen)
+{
+	return listen_on(sa, salen, type, backlog, false, err, errlen);
+}
+
+int net_listen_group(int fd, int backlog, int *fds, int n, char *err, size_t errlen)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	int rc = getsockname(fd, (struct sockaddr *)&ss, &len) < 0 ? -errno : 0;
+
+	if (rc < 0)
+		set_err(err, errlen, "%s: %s", "getsockname", -rc);
+	/* Closed first: its port must be free for the group (see net.h). */
+	close(fd);
+	for (int i = 0; rc == 0 && i < n; i++) {
+		int got = listen_on((struct sockaddr *)&ss, len, SOCK_STREAM, backlog, true, err,
+				    errlen);
+
+		if (got < 0) {
+			while (i > 0)
+				close(fds[--i]);
+			return got;
+		}
+		fds[i] = got;
+	}
+	return rc;
 }
 
 /*

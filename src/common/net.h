@@ -62,6 +62,17 @@ int net_listen(const struct net_addr *a, int type, int backlog, int *fds, int ma
 	       size_t errlen);
 
 /*
+ * Replaces the TCP listener fd (from net_listen) by n SO_REUSEPORT
+ * listeners on the same address and port, each bound and listening before
+ * the next, so fds[i] is socket i of the kernel's reuseport group.  fd is
+ * closed first.  Binding it plainly first is what keeps the check that
+ * nobody else listens there: a second echod would otherwise join the group
+ * and share the connections; the window between the close and the first
+ * bind is the only one.  Returns 0, or -errno with every socket closed.
+ */
+int net_listen_group(int fd, int backlog, int *fds, int n, char *err, size_t errlen);
+
+/*
  * Connects to a within timeout_ms, trying every address the host resolves
  * to in turn.  Returns a non-blocking, close-on-exec socket of the given type
  * (SOCK_STREAM or SOCK_DGRAM), or -errno with a reason in err.

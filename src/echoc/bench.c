@@ -21,6 +21,7 @@
 #include <err.h>
 #include <errno.h>
 #include <netdb.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +59,9 @@ static const struct opt bench_opts[] = {
 	{"timeout", 't', OPT_SECONDS, FIELD(timeout_ms), "S", 0, 3600, NULL,
 	 "a connection making no progress for S seconds is an error; a datagram unanswered for S "
 	 "seconds is lost (default 5; -u: 1)"},
+	{"cpus", 0, OPT_STR, FIELD(cpus_arg), "LIST", 0, 0, NULL,
+	 "pin load thread i to the i-th CPU of LIST (as 0-3,8; round robin when -T is larger), "
+	 "so the load's CPUs are known when measuring a pinned server (default: unpinned)"},
 	{"json", 0, OPT_FLAG, FIELD(json), NULL, 0, 0, NULL, "print one JSON object, not a table"},
 	{"source", 0, OPT_STR, FIELD(source_arg), "A[-B]", 0, 0, NULL,
 	 "TCP: bind each connection to one of these local addresses in turn, numeric: one "
@@ -131,6 +135,30 @@ static int bench_validate(const struct bench_cfg *c, char *err, size_t errlen)
 	else
 		return 0;
 	return -EINVAL;
+}
+
+/* --cpus: a list of CPUs this process may run on. */
+static int parse_cpus(struct bench_cfg *c, char *err, size_t errlen)
+{
+	char why[128], allowed_s[64];
+	struct cpu_list allowed;
+	int missing;
+
+	if (!c->cpus_arg)
+		return 0;
+	if (cpus_parse(c->cpus_arg, &c->cpus, why, sizeof(why)) < 0) {
+		snprintf(err, errlen, "--cpus %.64s: %s", c->cpus_arg, why);
+		return -EINVAL;
+	}
+	cpus_allowed(&allowed);
+	if (!cpus_within(&c->cpus, &allowed, &missing)) {
+		cpus_format(&allowed, allowed_s, sizeof(allowed_s));
+		snprintf(err, errlen,
+			 "--cpus %.64s: CPU %d is not one this process may run on (%s)",
+			 c->cpus_arg, missing, allowed_s);
+		return -EINVAL;
+	}
+	return 0;
 }
 
 /* Resolves the target once; numerically unless the user typed a name. */
@@ -251,7 +279,7 @@ static enum opts_result bench_parse_args(struct bench_cfg *c, int argc, char **a
 		return OPTS_ERROR;
 	}
 	apply_mode_defaults(c);
-	if (bench_validate(c, err, errlen) < 0)
+	if (bench_validate(c, err, errlen) < 0 || parse_cpus(c, err, errlen) < 0)
 		return OPTS_ERROR;
 	if (resolve_target(c, first < argc ? argv[first] : "127.0.0.1", err, errlen) < 0)
 		return OPTS_ERROR;
@@ -487,6 +515,26 @@ static double drive(struct bench *b, struct bench_worker *ws, long nw, struct be
 
 /* ---------------------------------------------------------------- main */
 
+/* Starts load thread i, on its --cpus CPU if any, before it runs.  Returns 0 or -errno. */
+static int start_worker(const struct cpu_list *cpus, long i, struct bench_worker *w)
+{
+	pthread_attr_t attr;
+	cpu_set_t set;
+	int rc;
+
+	if (!cpus->n)
+		return -pthread_create(&w->tid, NULL, bench_worker_main, w);
+	CPU_ZERO(&set);
+	CPU_SET(cpus->cpu[i % cpus->n], &set);
+	rc = pthread_attr_init(&attr);
+	if (rc == 0)
+		rc = pthread_attr_setaffinity_np(&attr, sizeof(set), &set);
+	if (rc == 0)
+		rc = pthread_create(&w->tid, &attr, bench_worker_main, w);
+	pthread_attr_destroy(&attr);
+	return -rc;
+}
+
 /* Starts the workers with SIGINT and SIGTERM blocked, so only the main thread sees them. */
 static int bench_start_workers(struct bench *b, struct bench_worker *ws, long nw)
 {
@@ -501,7 +549,7 @@ static int bench_start_workers(struct bench *b, struct bench_worker *ws, long nw
 	pthread_sigmask(SIG_BLOCK, &block, &old);
 	atomic_store(&b->live_workers, (int)nw);
 	for (i = 0; i < nw && !rc; i++)
-		rc = -pthread_create(&ws[i].tid, NULL, bench_worker_main, &ws[i]);
+		rc = start_worker(&b->cfg.cpus, i, &ws[i]);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc) {
 		atomic_store(&b->phase, PHASE_STOP);

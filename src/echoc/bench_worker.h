@@ -12,6 +12,7 @@
 #ifndef ECHOD_BENCH_WORKER_H
 #define ECHOD_BENCH_WORKER_H
 
+#include "cpus.h"
 #include "hist.h"
 #include "net.h"
 
@@ -43,6 +44,8 @@ struct bench_cfg {
 	bool ping_on_usr1; /* idle: silent until SIGUSR1, then the schedule */
 	const char *hist_path;
 	const char *source_arg; /* --source as typed */
+	const char *cpus_arg; /* --cpus LIST, as given */
+	struct cpu_list cpus; /* --cpus: thread i runs on cpu[i % n]; n = 0: unpinned */
 	enum bench_mode mode;
 	struct sockaddr_storage addr;
 	socklen_t addrlen;

@@ -48,6 +48,11 @@ static const struct opt echod_opts[] = {
 	{"inetd", 0, OPT_FLAG, FIELD(inetd), NULL, 0, 0, NULL,
 	 "serve the one connection on standard input (inetd, systemd Accept=yes), then exit; a UDP "
 	 "socket there is answered until idle for --idle-timeout (default 10 s)"},
+	{"cpu-affinity", 0, OPT_STR, FIELD(cpu_affinity), "LIST", 0, 0, NULL,
+	 "auto | off | LIST: pin worker i to the i-th CPU of LIST (as 0-3,8) and steer each TCP "
+	 "connection to the "
+	 "worker on the CPU that receives it; auto (default): the CPUs echod may run on, when "
+	 "there is one worker for each; off: no pinning"},
 	{"no-sandbox", 0, OPT_FLAG, FIELD(no_sandbox), NULL, 0, 0, NULL,
 	 "do not confine the process after start-up (seccomp, Landlock, no new privileges)"},
 	{"metrics", 0, OPT_ADDR, FIELD(metrics), "ADDR", 0, 0, NULL,
@@ -74,6 +79,45 @@ static void config_defaults(struct config *cfg)
 	cfg->grace_ms = 5000;
 	cfg->log_format = "text";
 	cfg->udp_rate = -1; /* not given */
+	cfg->cpu_affinity = "auto";
+}
+
+/*
+ * --cpu-affinity LIST: a list of CPUs this process may run on, one per
+ * worker (the list's length is the default worker count).
+ */
+static int validate_cpu_affinity(struct config *cfg, bool blocking, char *err, size_t errlen)
+{
+	char why[CONFIG_ERRLEN], allowed_s[128];
+	struct cpu_list allowed;
+	int missing;
+
+	if (!strcmp(cfg->cpu_affinity, "auto") || !strcmp(cfg->cpu_affinity, "off"))
+		return 0;
+	if (cpus_parse(cfg->cpu_affinity, &cfg->cpu_list, why, sizeof(why)) < 0) {
+		snprintf(err, errlen, "--cpu-affinity %s: %s", cfg->cpu_affinity, why);
+		return -EINVAL;
+	}
+	cpus_allowed(&allowed);
+	if (!cpus_within(&cfg->cpu_list, &allowed, &missing)) {
+		cpus_format(&allowed, allowed_s, sizeof(allowed_s));
+		snprintf(err, errlen, "--cpu-affinity %s: CPU %d is not one echod may run on (%s)",
+			 cfg->cpu_affinity, missing, allowed_s);
+		return -EINVAL;
+	}
+	if (blocking) {
+		snprintf(err, errlen,
+			 "--cpu-affinity applies to the epoll and uring models, not %s",
+			 cfg->model);
+		return -EINVAL;
+	}
+	if (cfg->workers && cfg->workers != cfg->cpu_list.n) {
+		snprintf(err, errlen, "--cpu-affinity %s names %d CPU%s for %ld workers",
+			 cfg->cpu_affinity, cfg->cpu_list.n, cfg->cpu_list.n == 1 ? "" : "s",
+			 cfg->workers);
+		return -EINVAL;
+	}
+	return 0;
 }
 
 /* True when every -l address is a unix socket, which has no UDP twin. */
@@ -141,6 +185,8 @@ static int validate(struct config *cfg, char *err, size_t errlen)
 		return -EINVAL;
 	}
 	if (validate_metrics(cfg, err, errlen) < 0)
+		return -EINVAL;
+	if (validate_cpu_affinity(cfg, blocking, err, errlen) < 0)
 		return -EINVAL;
 	if (!cfg->buffer_bytes)
 		cfg->buffer_bytes = cfg->once ? CONFIG_ONCE_BUFFER : CONFIG_STREAM_BUFFER;

@@ -4,6 +4,7 @@
 #ifndef ECHOD_CONFIG_H
 #define ECHOD_CONFIG_H
 
+#include "cpus.h"
 #include "opts.h"
 
 /* echod's configuration. */
@@ -28,6 +29,8 @@ struct config {
 	bool no_sandbox;	  /* do not confine the process after start-up */
 	struct addr_list metrics; /* --metrics: where to serve /metrics (TCP only) */
 	bool proxy_protocol;	  /* every stream connection starts with a PROXY header */
+	const char *cpu_affinity; /* "auto", "off" or a CPU list (then in cpu_list) */
+	struct cpu_list cpu_list; /* --cpu-affinity LIST: worker i's CPU is cpu[i] */
 };
 
 #define CONFIG_ONCE_BUFFER   1024

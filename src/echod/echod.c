@@ -10,6 +10,7 @@
 #include "config.h"
 #include "engine.h"
 #include "inetd.h"
+#include "locality.h"
 #include "log.h"
 #include "metrics_http.h"
 #include "net.h"
@@ -122,24 +123,55 @@ static void start_signal_thread(struct stopper *st)
 	pthread_detach(tid);
 }
 
-static void add_listeners(struct server *srv, const struct net_addr *a, int backlog)
+static void add_listener(struct server *srv, const struct net_addr *a, int fd)
 {
-	char why[NET_ERRLEN], name[NET_NAMELEN];
+	struct listener *l = &srv->listeners[srv->nlisteners++];
+	char name[NET_NAMELEN];
+
+	l->fd = fd;
+	l->type = SOCK_STREAM;
+	l->is_unix = a->is_unix;
+	net_format_local(l->fd, name, sizeof(name));
+	snprintf(l->name, sizeof(l->name), "%s %s", a->is_unix ? "unix" : "tcp", name);
+	if (a->is_unix)
+		snprintf(l->path, sizeof(l->path), "%s", a->path);
+}
+
+/*
+ * Turns the listener fd of address a into one listener per worker, steered
+ * to the workers' CPUs (locality.h); exits 1 when they cannot be bound.
+ */
+static void add_worker_listeners(struct server *srv, struct locality *loc, const struct net_addr *a,
+				 int fd, int backlog)
+{
+	char why[NET_ERRLEN];
+	int fds[CPUS_MAX];
+
+	if (net_listen_group(fd, backlog, fds, srv->workers, why, sizeof(why)) < 0)
+		errx(1, "%s", why);
+	locality_note(loc, locality_steer(fds, srv->workers, &loc->cpus, why, sizeof(why)), why);
+	for (int w = 0; w < srv->workers; w++) {
+		add_listener(srv, a, fds[w]);
+		srv->listeners[srv->nlisteners - 1].per_worker = true;
+		srv->listeners[srv->nlisteners - 1].worker = w;
+	}
+}
+
+static void add_listeners(struct server *srv, struct locality *loc, const struct net_addr *a,
+			  int backlog)
+{
+	char why[NET_ERRLEN];
 	int fds[CONFIG_MAX_LISTEN], n;
 
 	n = net_listen(a, SOCK_STREAM, backlog, fds, CONFIG_MAX_LISTEN, why, sizeof(why));
 	if (n < 0)
 		errx(1, "%s", why);
 	for (int i = 0; i < n; i++) {
-		struct listener *l = &srv->listeners[srv->nlisteners++];
-
-		l->fd = fds[i];
-		l->type = SOCK_STREAM;
-		l->is_unix = a->is_unix;
-		net_format_local(l->fd, name, sizeof(name));
-		snprintf(l->name, sizeof(l->name), "%s %s", a->is_unix ? "unix" : "tcp", name);
-		if (a->is_unix)
-			snprintf(l->path, sizeof(l->path), "%s", a->path);
+		/* A unix socket has no reuseport group: its one listener stays shared. */
+		if (loc->per_worker && !a->is_unix)
+			add_worker_listeners(srv, loc, a, fds[i], backlog);
+		else
+			add_listener(srv, a, fds[i]);
 	}
 }
 
@@ -163,23 +195,27 @@ static void give_unix_sockets(const struct server *srv, const struct privs *priv
  * --user (privs, or NULL) before they are announced; exits 1 naming the
  * address that failed.
  */
-static void open_listeners(struct server *srv, const struct config *cfg, const struct privs *privs)
+static void open_listeners(struct server *srv, struct locality *loc, const struct config *cfg,
+			   const struct privs *privs)
 {
 	struct net_addr dflt = {.port = NET_DEFAULT_PORT};
-	int naddrs = cfg->listen.n ? cfg->listen.n : 1;
+	size_t naddrs = (size_t)(cfg->listen.n ? cfg->listen.n : 1);
+	size_t copies = loc->per_worker ? (size_t)srv->workers : 1;
 
 	/* Each address gives at most two sockets (IPv4 and IPv6), or its resolved few. */
-	srv->listeners = calloc((size_t)naddrs * CONFIG_MAX_LISTEN, sizeof(*srv->listeners));
+	srv->listeners = calloc(naddrs * CONFIG_MAX_LISTEN * copies, sizeof(*srv->listeners));
 	if (!srv->listeners)
 		err(1, "listeners");
 	if (!cfg->listen.n)
-		add_listeners(srv, &dflt, (int)cfg->backlog);
+		add_listeners(srv, loc, &dflt, (int)cfg->backlog);
 	for (int i = 0; i < cfg->listen.n; i++)
-		add_listeners(srv, &cfg->listen.addr[i], (int)cfg->backlog);
+		add_listeners(srv, loc, &cfg->listen.addr[i], (int)cfg->backlog);
 	if (privs)
 		give_unix_sockets(srv, privs);
+	/* One line per address, also where each worker has a listener of its own. */
 	for (int i = 0; i < srv->nlisteners; i++)
-		log_always("listening on %s", srv->listeners[i].name);
+		if (listener_is_first(&srv->listeners[i]))
+			log_always("listening on %s", srv->listeners[i].name);
 }
 
 /*
@@ -311,13 +347,40 @@ static void confine(const struct server *srv, const struct engine *e)
 		errx(1, "%s (--no-sandbox runs without it)", why);
 }
 
-static int worker_count(const struct config *cfg, const struct engine *e)
+/*
+ * --workers, else one per CPU of --cpu-affinity LIST, else one per CPU
+ * echod may run on (taskset and cpusets shrink that set, not the machine).
+ */
+static int worker_count(const struct config *cfg, const struct engine *e,
+			const struct cpu_list *allowed)
 {
-	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-
 	if (!e->has_workers)
 		return 1;
-	return cfg->workers ? (int)cfg->workers : ncpu > 0 ? (int)ncpu : 1;
+	if (cfg->workers)
+		return (int)cfg->workers;
+	return cfg->cpu_list.n ? cfg->cpu_list.n : allowed->n;
+}
+
+/* Decides the pinning before the listeners are opened: they depend on it. */
+static void plan_locality(struct locality *loc, struct server *srv, const struct engine *e)
+{
+	struct cpu_list allowed;
+
+	cpus_allowed(&allowed);
+	srv->workers = worker_count(srv->cfg, e, &allowed);
+	locality_plan(loc, srv->cfg->cpu_affinity, &srv->cfg->cpu_list, srv->workers,
+		      e->has_workers, &allowed);
+	srv->pin = loc->pin ? &loc->cpus : NULL;
+}
+
+static void log_locality(const struct locality *loc, const struct engine *e)
+{
+	char line[LOCALITY_WHYLEN + 160];
+
+	if (!e->has_workers)
+		return;
+	locality_describe(loc, line, sizeof(line));
+	log_info("%s", line);
 }
 
 /* Once every listener is bound: the note on what auto passed over, then the engine. */
@@ -449,6 +512,7 @@ static void open_notify(void)
 
 int main(int argc, char **argv)
 {
+	static struct locality loc; /* big (a CPU list), and srv.pin points into it */
 	struct activated_udp act = {0};
 	struct server srv = {0};
 	struct privs privs;
@@ -475,7 +539,7 @@ int main(int argc, char **argv)
 	open_notify();
 	e = choose_engine(&cfg, passed_over, sizeof(passed_over));
 	srv.cfg = &cfg;
-	srv.workers = worker_count(&cfg, e);
+	plan_locality(&loc, &srv, e);
 	atomic_init(&srv.nconns, 0);
 	srv.stop_fd = block_signals(&st, &srv);
 	/* First: a --metrics address in use fails the start before any
@@ -483,7 +547,10 @@ int main(int argc, char **argv)
 	mh = metrics_http_open(&srv, e->name);
 	activated = take_activated(&srv, &act) > 0;
 	if (!activated)
-		open_listeners(&srv, &cfg, cfg.user ? &privs : NULL);
+		open_listeners(&srv, &loc, &cfg, cfg.user ? &privs : NULL);
+	else if (loc.per_worker)
+		locality_no_steering(&loc, "systemd passed one listening socket per address, "
+					   "shared by the workers");
 	udp = open_udp(&srv, activated ? &act : NULL);
 	srv.serves_udp = udp != NULL;
 	metrics_http_announce(mh);
@@ -492,6 +559,8 @@ int main(int argc, char **argv)
 		errx(1, "%s", why);
 	if (metrics_init(&srv.metrics, srv.workers) < 0)
 		errx(1, "out of memory");
+	/* Before the engine line, which tests and scripts take as the last start-up line. */
+	log_locality(&loc, e);
 	log_engine(&srv, e, passed_over);
 	log_capacity(&srv, e);
 	confine(&srv, e);

@@ -29,16 +29,31 @@ struct listener {
 	bool is_unix;
 	char name[NET_NAMELEN + 8];			 /* "tcp 127.0.0.1:7127", as logged */
 	char path[sizeof(((struct net_addr *)0)->path)]; /* unix: removed at exit; "": systemd's */
+	bool per_worker; /* one of an address's per-worker listeners (locality.h) */
+	int worker;	 /* per_worker: the only worker that accepts from it */
 };
+
+/* True when worker i accepts from l: a shared listener, or its own. */
+static inline bool listener_serves(const struct listener *l, int worker)
+{
+	return !l->per_worker || l->worker == worker;
+}
+
+/* True for the listener that stands for its address (logs, UDP twins). */
+static inline bool listener_is_first(const struct listener *l)
+{
+	return !l->per_worker || l->worker == 0;
+}
 
 struct server {
 	const struct config *cfg;
 	struct listener *listeners;
 	int nlisteners;
-	int stop_fd;	    /* readable once a stop was asked for */
-	int workers;	    /* threads the engine runs (epoll, uring) */
-	atomic_long nconns; /* connections being served, for --max-conns */
-	bool serves_udp;    /* UDP workers run: --udp, systemd's UDP sockets, --inetd */
+	int stop_fd;		    /* readable once a stop was asked for */
+	int workers;		    /* threads the engine runs (epoll, uring) */
+	const struct cpu_list *pin; /* NULL, or worker i runs on pin->cpu[i] only */
+	atomic_long nconns;	    /* connections being served, for --max-conns */
+	bool serves_udp;	    /* UDP workers run: --udp, systemd's UDP sockets, --inetd */
 	struct metrics metrics;
 };
 

@@ -94,10 +94,11 @@ struct worker {
 	struct metrics_worker *m;
 	int epfd;
 	struct source stop, wake;
-	struct source *lsrc; /* one per listener */
-	bool listening;	     /* listeners are in epfd */
-	bool full;	     /* not listening: every --max-conns slot is taken */
-	uint64_t resume_ms;  /* not listening: out of descriptors until then */
+	struct source *lsrc; /* one per listener it accepts from (listener_serves) */
+	int nlsrc;
+	bool listening;	    /* listeners are in epfd */
+	bool full;	    /* not listening: every --max-conns slot is taken */
+	uint64_t resume_ms; /* not listening: out of descriptors until then */
 	bool stopping;
 	uint64_t grace_deadline;
 	long nconns;
@@ -185,7 +186,7 @@ static int set_listening(struct worker *w, bool on)
 
 	if (w->listening == on)
 		return 0;
-	for (i = 0; on && i < w->srv->nlisteners; i++) {
+	for (i = 0; on && i < w->nlsrc; i++) {
 		ev.data.ptr = &w->lsrc[i];
 		if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->lsrc[i].fd, &ev) < 0) {
 			rc = -errno;
@@ -198,7 +199,7 @@ static int set_listening(struct worker *w, bool on)
 	}
 	/* Off, or undoing a partial add; removing what is in the set cannot fail. */
 	if (!on)
-		i = w->srv->nlisteners;
+		i = w->nlsrc;
 	while (i-- > 0)
 		epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->lsrc[i].fd, NULL);
 	w->listening = false;
@@ -627,7 +628,9 @@ static int setup(void *ctx, int index)
 	if (!w->lsrc)
 		return -ENOMEM;
 	for (int i = 0; i < srv->nlisteners; i++)
-		w->lsrc[i] = (struct source){.kind = SRC_LISTENER, .fd = srv->listeners[i].fd};
+		if (listener_serves(&srv->listeners[i], index))
+			w->lsrc[w->nlsrc++] =
+				(struct source){.kind = SRC_LISTENER, .fd = srv->listeners[i].fd};
 	if (watch(w, &w->stop) < 0 || watch(w, &w->wake) < 0)
 		return -errno;
 	return set_listening(w, true);
@@ -662,7 +665,7 @@ static int probe(char *why, size_t whylen)
 static int run(struct server *srv)
 {
 	struct epoll_engine eng = {.srv = srv, .n = srv->workers};
-	struct worker_ops ops = {.ctx = &eng, .setup = setup, .serve = serve};
+	struct worker_ops ops = {.ctx = &eng, .setup = setup, .serve = serve, .pin = srv->pin};
 	int rc;
 
 	eng.w = calloc((size_t)eng.n, sizeof(*eng.w));

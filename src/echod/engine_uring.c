@@ -842,7 +842,8 @@ static void arm_accepts(struct worker *w)
 		struct io_uring_sqe *sqe;
 		int lfd = w->srv->listeners[i].fd;
 
-		if (w->acc_armed[i] || w->srv->listeners[i].type != SOCK_STREAM)
+		if (w->acc_armed[i] || w->srv->listeners[i].type != SOCK_STREAM ||
+		    !listener_serves(&w->srv->listeners[i], w->id))
 			continue;
 		sqe = get_sqe(w);
 		if (!sqe)
@@ -1237,7 +1238,8 @@ static int run(struct server *srv)
 				 .setup = setup,
 				 .all_set_up = all_set_up,
 				 .serve = serve,
-				 .finish = finish};
+				 .finish = finish,
+				 .pin = srv->pin};
 
 	rc = sh.wake_fds && sh.ws ? 0 : -ENOMEM;
 	for (int i = 0; sh.wake_fds && i < n; i++)

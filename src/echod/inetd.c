@@ -22,12 +22,13 @@
 
 int inetd_check_options(const struct config *cfg, char *why, size_t whylen)
 {
-	const char *clash = cfg->listen.n		 ? "--listen"
-			    : cfg->udp			 ? "--udp"
-			    : cfg->workers		 ? "--workers"
-			    : strcmp(cfg->model, "auto") ? "--model"
-			    : cfg->max_conns		 ? "--max-conns"
-							 : NULL;
+	const char *clash = cfg->listen.n			? "--listen"
+			    : cfg->udp				? "--udp"
+			    : cfg->workers			? "--workers"
+			    : strcmp(cfg->model, "auto")	? "--model"
+			    : cfg->max_conns			? "--max-conns"
+			    : strcmp(cfg->cpu_affinity, "auto") ? "--cpu-affinity"
+								: NULL;
 
 	if (!clash)
 		return 0;

@@ -261,6 +261,8 @@ static const struct rule epoll_calls[] = {
 	ANY(epoll_wait),
 	ANY(epoll_pwait),
 	ANY(eventfd2),
+	/* --cpu-affinity: each worker pins itself, and only itself */
+	WHEN(sched_setaffinity, 0, 0xffffffff, 0),
 };
 
 /*
@@ -277,6 +279,8 @@ static const struct rule uring_calls[] = {
 	/* --max-conns: the ring polls the listeners, the worker accepts itself,
 	 * one connection per free slot (engines.md) */
 	ANY(accept4),
+	/* --cpu-affinity: each worker pins itself, and only itself */
+	WHEN(sched_setaffinity, 0, 0xffffffff, 0),
 };
 
 /* --udp: batched datagrams, a wake-up pipe. */

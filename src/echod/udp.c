@@ -571,7 +571,7 @@ static int count_ip_listeners(const struct server *srv)
 	int n = 0;
 
 	for (int i = 0; i < srv->nlisteners; i++)
-		n += !srv->listeners[i].is_unix;
+		n += !srv->listeners[i].is_unix && listener_is_first(&srv->listeners[i]);
 	return n;
 }
 
@@ -614,7 +614,8 @@ int udp_open(struct server *srv, struct udp **out, char *err, size_t errlen)
 		return -ENOMEM;
 	}
 	for (int i = 0; i < srv->nlisteners; i++) {
-		if (srv->listeners[i].is_unix)
+		/* One UDP twin per address, also where TCP has one listener per worker. */
+		if (srv->listeners[i].is_unix || !listener_is_first(&srv->listeners[i]))
 			continue;
 		rc = bind_address(u, srv->listeners[i].fd, a++, err, errlen);
 		if (rc < 0)

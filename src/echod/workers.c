@@ -76,11 +76,27 @@ static void gate_expect(struct start_gate *g, int n, int err)
 	pthread_mutex_unlock(&g->mu);
 }
 
+/* Pins the calling worker to its CPU; a failure (a CPU taken away since) costs a warning. */
+static void pin_worker(const struct cpu_list *pin, int i)
+{
+	int rc;
+
+	if (!pin || i >= pin->n)
+		return;
+	rc = cpus_pin_self(pin->cpu[i]);
+	if (rc < 0)
+		log_warn("worker %d: cannot pin to CPU %d: %s; it runs unpinned", i, pin->cpu[i],
+			 strerror(-rc));
+}
+
 static void *worker_thread_main(void *arg)
 {
 	struct worker_thread *t = arg;
 	const struct worker_ops *ops = t->r->ops;
-	int rc = ops->setup(ops->ctx, t->index);
+	int rc;
+
+	pin_worker(ops->pin, t->index);
+	rc = ops->setup(ops->ctx, t->index);
 
 	if (gate_pass(&t->r->gate, rc, ops))
 		t->rc = ops->serve(ops->ctx, t->index);

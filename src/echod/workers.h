@@ -9,6 +9,8 @@
 #ifndef ECHOD_WORKERS_H
 #define ECHOD_WORKERS_H
 
+#include "cpus.h"
+
 #include <stdint.h>
 
 /* A worker's life, as the engine defines it; i is the worker's index. */
@@ -33,6 +35,11 @@ struct worker_ops {
 	 * may still use until all are joined).
 	 */
 	void (*finish)(void *ctx, int i);
+	/*
+	 * NULL, or worker i's CPU is pin->cpu[i]: each worker pins itself
+	 * before setup(), so what it allocates there is near that CPU.
+	 */
+	const struct cpu_list *pin;
 };
 
 /*

@@ -39,6 +39,7 @@ static void fixture_setup(struct fixture *f, int epfd, const bool bad[2])
 	f->srv = (struct server){.cfg = &f->cfg, .listeners = f->l, .nlisteners = 2};
 	f->w.srv = &f->srv;
 	f->w.lsrc = f->lsrc;
+	f->w.nlsrc = 2;
 	f->w.epfd = epfd;
 }
 
@@ -107,12 +108,50 @@ static void test_a_listener_that_fails_leaves_none_in_the_set(void **state)
 	fixture_teardown(&f);
 }
 
+/*
+ * --cpu-affinity: a worker watches the shared listeners and its own
+ * per-worker one, never another worker's (which would undo the steering).
+ */
+static void test_a_worker_watches_only_its_own_listeners(void **state)
+{
+	struct listener l[3] = {{.type = SOCK_STREAM},
+				{.type = SOCK_STREAM, .per_worker = true, .worker = 0},
+				{.type = SOCK_STREAM, .per_worker = true, .worker = 1}};
+	struct config cfg = {.buffer_bytes = 1024};
+	struct server srv = {.cfg = &cfg, .listeners = l, .nlisteners = 3, .workers = 2};
+	struct worker w[2] = {{.epfd = -1}, {.epfd = -1}};
+	struct epoll_engine eng = {.srv = &srv, .w = w, .n = 2};
+	int stop[2];
+
+	(void)state;
+	assert_int_equal(pipe2(stop, O_CLOEXEC), 0);
+	srv.stop_fd = stop[0];
+	assert_int_equal(metrics_init(&srv.metrics, 2), 0);
+	for (int i = 0; i < 3; i++)
+		l[i].fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	for (int i = 0; i < 2; i++) {
+		w[i].wake.fd = -1;
+		assert_int_equal(setup(&eng, i), 0);
+		assert_int_equal(w[i].nlsrc, 2);
+		assert_true(in_set(w[i].epfd, l[0].fd));
+		assert_true(in_set(w[i].epfd, l[1 + i].fd));
+		assert_false(in_set(w[i].epfd, l[2 - i].fd));
+		worker_free(&w[i]);
+	}
+	for (int i = 0; i < 3; i++)
+		close(l[i].fd);
+	close(stop[0]);
+	close(stop[1]);
+	metrics_free(&srv.metrics);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_listening_adds_and_removes_every_listener),
 		cmocka_unit_test(test_listening_stays_off_when_epoll_ctl_fails),
 		cmocka_unit_test(test_a_listener_that_fails_leaves_none_in_the_set),
+		cmocka_unit_test(test_a_worker_watches_only_its_own_listeners),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -141,7 +141,7 @@ static bool past_deadline(struct blocking_conn *bc)
 	uint64_t now = clock_now_ms(), header = header_deadline(bc);
 
 	if (header && now >= header) {
-		bc->st.proxy_err = PROXY_ERR_TIMEOUT;
+		conn_stats_refused(&bc->st, PROXY_ERR_TIMEOUT);
 		bc->end = CONN_END_PROXY_TIMEOUT;
 	} else if (!header && bc->idle_deadline && now >= bc->idle_deadline) {
 		bc->end = CONN_END_IDLE;
@@ -194,7 +194,7 @@ static bool read_header(struct blocking_conn *bc)
 	if (r == PROXY_NEED_MORE)
 		return true;
 	if (r != PROXY_OK) {
-		bc->st.proxy_err = r;
+		conn_stats_refused(&bc->st, r);
 		bc->end = conn_end_proxy(r);
 		return false;
 	}

@@ -705,7 +705,7 @@ static void on_header(struct worker *w, uint32_t idx, int res)
 		conn_stats_in(&u->st, w->m, (size_t)res);
 	r = proxy_stage_arrived(ps, (size_t)res);
 	if (r != PROXY_OK && r != PROXY_NEED_MORE) {
-		u->st.proxy_err = r;
+		conn_stats_refused(&u->st, r);
 		start_close(w, idx, conn_end_proxy(r));
 		return;
 	}
@@ -1044,7 +1044,7 @@ static void scan(struct worker *w)
 		if (proxy_stage_pending(u->st.proxy)) {
 			/* Only the header's deadline applies until it is complete. */
 			if (now >= u->st.proxy->deadline) {
-				u->st.proxy_err = PROXY_ERR_TIMEOUT;
+				conn_stats_refused(&u->st, PROXY_ERR_TIMEOUT);
 				start_close(w, idx, CONN_END_PROXY_TIMEOUT);
 			} else if (grace_over) {
 				start_close(w, idx, CONN_END_GRACE);

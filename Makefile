@@ -11,8 +11,9 @@
 #   make unit       build and run the cmocka unit tests (tests/unit/)
 #   make clang      build everything with clang too, in build-clang/
 #   make bench      echod's models and other echo servers side by side, with
-#                   echoc bench as the load (bench/run.sh); SUITE=uring-vs-epoll
-#                   or SUITE=udp for a subset, QUICK=1 for short runs
+#                   echoc bench as the load (bench/run.sh); SUITE=uring-vs-epoll,
+#                   SUITE=idle (memory per idle connection) or SUITE=udp for a
+#                   subset, QUICK=1 for short runs
 #   make soak       mixed hostile clients on every engine, then descriptors,
 #                   threads and RSS back to their baseline (tests/soak/soak.py);
 #                   SOAK_S seconds per engine (default 60)

@@ -4,7 +4,9 @@
   lib.py freeport tcp|udp|both     a free port on 127.0.0.1 (the kernel picks it)
   lib.py waitport tcp|udp PORT S   wait up to S seconds until something listens on PORT
   lib.py proc PID                  "CPU_SECONDS RSS_KB NPROCS" of PID and its descendants
-  lib.py sample PID T0 WARM DUR    proc PID at T0+WARM, T0+WARM+DUR/2 and T0+WARM+DUR
+  lib.py sample PID T0 WARM DUR    proc PID at T0+WARM, T0+WARM+DUR/2 and T0+WARM+DUR,
+                                   each followed by kmem
+  lib.py kmem                      "TCP_MEM_PAGES SLAB_KB": the kernel's side, machine-wide
   lib.py row JSON_FILE ...         one TSV row of results from echoc bench --json
 
 and the Markdown report, for bench/report.py: repeated runs of a server in a
@@ -92,7 +94,7 @@ def rss_kb(pid):
     return 0
 
 
-def proc(pid):
+def proc(pid, show=True):
     """CPU (utime+stime of the tree, plus the root's reaped children) and summed VmRSS."""
     pid = int(pid)
     kids, todo, tree = children(), [pid], []
@@ -109,7 +111,31 @@ def proc(pid):
             n += 1
         except OSError:
             pass
-    print(f"{ticks / TICK:.3f} {rss} {n}")
+    line = f"{ticks / TICK:.3f} {rss} {n}"
+    if not show:
+        return line
+    print(line)
+    return 0
+
+
+def kmem(show=True):
+    """What the kernel holds, machine-wide, so that it is not mistaken for the server's
+    memory: the pages of TCP socket buffers (/proc/net/sockstat "mem") and the slab
+    caches, socket structures among them (/proc/meminfo "Slab", KiB)."""
+    pages = slab = 0
+    with open("/proc/net/sockstat") as f:
+        for line in f:
+            if line.startswith("TCP:"):
+                pages = int(line.split()[-1])
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("Slab:"):
+                slab = int(line.split()[1])
+    line = f"{pages} {slab}"
+    if not show:
+        return line
+    print(line)
+    return 0
 
 
 def sample(pid, t0, warm, dur):
@@ -121,8 +147,7 @@ def sample(pid, t0, warm, dur):
     start = float(t0) + float(warm)
     for at in (start, start + float(dur) / 2, start + float(dur)):
         time.sleep(max(0.0, at - time.time()))
-        proc(pid)
-        sys.stdout.flush()
+        print(proc(pid, False), kmem(False), flush=True)
 
 
 def row(json_file, scenario, server, conns, cpu0, cpu1, rss0, rss_mid, nprocs, note):
@@ -143,7 +168,7 @@ def row(json_file, scenario, server, conns, cpu0, cpu1, rss0, rss_mid, nprocs, n
         note = (note + " " if note else "") + f"lost {dg.get('lost', 0)}"
     print("\t".join([scenario, server, f"{r['messages_per_s']:.0f}",
                      f"{r['latency_us']['p50']:.1f}", f"{r['latency_us']['p99']:.1f}",
-                     f"{cpu:.2f}", rss_mid, f"{per_conn:.1f}", str(r["errors"]),
+                     f"{cpu:.2f}", rss_mid, f"{per_conn:.3f}", str(r["errors"]),
                      str(r["mismatches"]), note + (f" {nprocs} procs" if int(nprocs) > 1 else "")]))
 
 
@@ -260,6 +285,6 @@ def markdown(rows, facts, html):
 
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    rc = {"freeport": freeport, "waitport": waitport, "proc": proc, "sample": sample,
+    rc = {"freeport": freeport, "waitport": waitport, "proc": proc, "kmem": kmem, "sample": sample,
           "row": row}[cmd](*args)
     sys.exit(rc or 0)

@@ -8,6 +8,10 @@
 #   uring-vs-epoll  is io_uring worth it?  echod -m uring against -m epoll on
 #                   1 conn x 64 B, 50 x 128 B, 500 x 512 B and 50 x 64 B with
 #                   16 in flight
+#   idle            memory per idle connection: every echod model holding
+#                   IDLE_CONNS (5000) connections that each echo 16 B every
+#                   2 s; the notes add what the kernel holds (machine-wide,
+#                   both ends of each connection)
 #   udp             echod's UDP echo against the usual ones: echod --udp
 #                   --udp-rate 0 against socat (UDP-LISTEN, one peer;
 #                   UDP-RECVFROM,fork) and xinetd's echo-dgram, one datagram
@@ -123,12 +127,16 @@ suite() {
 		PICK=(1x64 50x128 500x512 50x64d16)
 		CANDIDATES=(echod-uring echod-epoll)
 		REPS=${REPS:-3} ;;
+	idle)
+		PICK=(idle)
+		CANDIDATES=(echod-iterative echod-threads echod-epoll echod-uring)
+		REPS=${REPS:-3} ;;
 	udp)
 		PICK=(udp1)
 		CANDIDATES=(echod socat-listen socat xinetd)
 		REPS=${REPS:-3} ;;
 	*)
-		echo "usage: bench/run.sh [matrix|uring-vs-epoll|udp]" >&2
+		echo "usage: bench/run.sh [matrix|uring-vs-epoll|idle|udp]" >&2
 		exit 2 ;;
 	esac
 }
@@ -297,8 +305,9 @@ applies() {
 	fi
 	case $1 in
 	echod | socat-listen) return 1 ;; # UDP only
-	# iterative serves one client at a time: only the one-connection runs.
-	echod-iterative) [ "$3" = 1 ] || [ "$2" = connrate ] ;;
+	# iterative serves one client at a time: only the one-connection runs,
+	# and the idle suite, which shows what the waiting ones cost it.
+	echod-iterative) [ "$3" = 1 ] || [ "$2" = connrate ] || [ "$SUITE" = idle ] ;;
 	*) return 0 ;;
 	esac
 }
@@ -313,13 +322,14 @@ adjust() {
 		conns=$IDLE_CONNS
 		forks "$2" && conns=$FORK_IDLE_CONNS && note="forking server: $conns conns"
 		args=${args/IDLE/$conns}
+		[ "$2" = echod-iterative ] && note="serves one conn, the rest wait in the listen backlog"
 		warm=$IDLE_WARM ;;
 	esac
 }
 
 run_one() { # KEY SERVER
 	local key title args conns kind srv=$2 once=0 warm=$WARM extra=() note=""
-	local port uport=0 target t0 rc rss0 cpu0 cpu1 rss_mid nprocs
+	local port uport=0 target t0 rc rss0 cpu0 cpu1 rss_mid nprocs tcp0 slab0 tcp_mid slab_mid
 	IFS='|' read -r key title args conns kind <<<"$(scenario "$1")"
 	adjust "$kind" "$srv"
 	port=$($LIB freeport tcp)
@@ -331,6 +341,7 @@ run_one() { # KEY SERVER
 	target=127.0.0.1:$port
 	[ "$kind" = udp ] && target=127.0.0.1:$uport
 	read -r _ rss0 _ <<<"$($LIB proc "$SERVER_PID")"
+	read -r tcp0 slab0 <<<"$($LIB kmem)"
 	# The sampler and echoc start together: CPU where the window starts and
 	# ends, memory halfway.
 	t0=$EPOCHREALTIME
@@ -342,14 +353,25 @@ run_one() { # KEY SERVER
 		"${extra[@]}" --hist "$TMP/result.hgrm" "$target" >"$TMP/result.json" 2>"$TMP/echoc.err"
 	rc=$?
 	wait $sampler
-	{ read -r cpu0 _ _; read -r _ rss_mid nprocs; read -r cpu1 _ _; } <"$TMP/samples"
+	{ read -r cpu0 _; read -r _ rss_mid nprocs tcp_mid slab_mid; read -r cpu1 _; } <"$TMP/samples"
 	stop_server "$SERVER_PID"
 	SERVER_PID=
 	[ $rc != 0 ] && note="$note exit $rc: $(head -1 "$TMP/echoc.err")"
+	[ "$kind" = idle ] && note="$note$(kernel_note "$conns" "$tcp0" "$slab0" "$tcp_mid" "$slab_mid")"
 	$LIB row "$TMP/result.json" "$title" "$srv" "$conns" "$cpu0" "$cpu1" "$rss0" "$rss_mid" \
 		"$nprocs" "$note" >>"$TSV"
 	tail -1 "$TSV" | cut -f1-6,9- >&2
 	keep_run_files "$(wc -l <"$TSV")"
+}
+
+# What the kernel's memory grew by per connection, for the notes of an idle
+# run: TCP socket buffers (sockstat pages) and slab (socket structures), both
+# machine-wide and for both ends of each connection, so other work shows too.
+kernel_note() { # CONNS TCP_PAGES0 SLAB_KB0 TCP_PAGES SLAB_KB
+	awk -v n="$1" -v t0="$2" -v s0="$3" -v t="$4" -v s="$5" \
+		'BEGIN { if (t == "" || s == "") exit
+			printf " kernel (machine-wide, both ends): slab %+.1f KiB/conn, TCP buffers %+d pages",
+				(s - s0) / n, t - t0 }'
 }
 
 # The TSV's row N keeps echoc's JSON and latency histogram as RUN/runs/N.json

@@ -163,6 +163,26 @@ static void note_activity(struct blocking_conn *bc)
 		bc->idle_deadline = clock_now_ms() + (uint64_t)idle_ms;
 }
 
+/*
+ * Lends the connection its buffer before a read: a connection holds one only
+ * while bytes are in flight (conn.h's lent mode), so an idle thread costs
+ * its stack and no buffer.  False when out of memory (close, as a reset).
+ */
+static bool lend(struct blocking_conn *bc)
+{
+	unsigned char *buf;
+
+	if (bc->c.buf)
+		return true;
+	buf = malloc(bc->c.cap);
+	if (!buf) {
+		bc->end = CONN_END_RESET;
+		return false;
+	}
+	conn_lend(&bc->c, buf);
+	return true;
+}
+
 /* A receive failed: false (close, as a reset) unless it is worth another try. */
 static bool recv_failed(struct blocking_conn *bc)
 {
@@ -199,6 +219,8 @@ static bool read_header(struct blocking_conn *bc)
 		return false;
 	}
 	n = proxy_stage_data(ps, &data);
+	if (n && !lend(bc))
+		return false;
 	if (n && conn_read_buf(&bc->c, &p) >= n) { /* --buffer >= PROXY_HEADER_MAX */
 		memcpy(p, data, n);
 		conn_read_done(&bc->c, n);
@@ -217,6 +239,8 @@ static bool read_some(struct blocking_conn *bc)
 
 	if (proxy_stage_pending(bc->st.proxy))
 		return read_header(bc);
+	if (conn_wants_read(&bc->c) && !lend(bc))
+		return false;
 	space = conn_read_buf(&bc->c, &p);
 	if (space == 0)
 		return true;
@@ -297,25 +321,25 @@ static bool serve_round(struct blocking_conn *bc)
 		return false;
 	if (!read_some(bc) || !write_some(bc))
 		return false;
+	free(conn_reclaim(&bc->c)); /* everything echoed: the buffer goes */
 	return !advance(bc);
 }
 
 void engine_serve_blocking(struct server *srv, int fd, struct metrics_worker *m)
 {
 	struct blocking_conn bc = {.srv = srv, .m = m, .fd = fd, .end = CONN_END_RESET};
-	unsigned char *buf = malloc((size_t)srv->cfg->buffer_bytes);
 	uint64_t now = clock_now_ms();
 
 	conn_stats_start(&bc.st, fd, now);
 	if (srv->cfg->proxy_protocol)
 		bc.st.proxy = proxy_stage_new(now);
-	if (buf && (bc.st.proxy || !srv->cfg->proxy_protocol)) {
-		conn_init(&bc.c, buf, (size_t)srv->cfg->buffer_bytes, server_conn_flags(srv));
+	if (bc.st.proxy || !srv->cfg->proxy_protocol) {
+		conn_init(&bc.c, NULL, (size_t)srv->cfg->buffer_bytes, server_conn_flags(srv));
 		note_activity(&bc);
 		while (serve_round(&bc))
 			;
 	}
-	free(buf);
+	free(bc.c.buf); /* still lent if the connection ended with bytes unsent */
 	conn_ended(m, fd, &bc.st, bc.end);
 	close(fd);
 }

@@ -109,6 +109,7 @@ struct blocking_conn {
 	uint64_t drain_deadline; /* 0: not draining */
 	uint64_t grace_deadline; /* 0: no stop asked for yet */
 	enum conn_end end;	 /* why serve_round() said to close */
+	bool drained;		 /* the last read took less than it could: the socket is empty */
 };
 
 static uint64_t earliest(uint64_t a, uint64_t b)
@@ -247,6 +248,7 @@ static bool read_some(struct blocking_conn *bc)
 	n = recv(bc->fd, p, space, 0);
 	if (n < 0)
 		return recv_failed(bc);
+	bc->drained = (size_t)n < space;
 	conn_read_done(&bc->c, (size_t)n);
 	if (n > 0)
 		conn_stats_in(&bc->st, bc->m, (size_t)n);
@@ -321,7 +323,13 @@ static bool serve_round(struct blocking_conn *bc)
 		return false;
 	if (!read_some(bc) || !write_some(bc))
 		return false;
-	free(conn_reclaim(&bc->c)); /* everything echoed: the buffer goes */
+	/*
+	 * Everything echoed and nothing more to read: the buffer goes.  A
+	 * sender that fills every read keeps it, so a stream costs one
+	 * allocation, not one per buffer.
+	 */
+	if (bc->drained)
+		free(conn_reclaim(&bc->c));
 	return !advance(bc);
 }
 

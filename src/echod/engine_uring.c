@@ -197,6 +197,7 @@ struct worker {
 	uint32_t peak_lent;   /* most buffers lent to connections since shrink_at */
 	uint64_t shrink_at;   /* when the ring may shrink next */
 	uint64_t starved_at;  /* since when receives wait for buffers; 0: they do not */
+	bool cold_pending;    /* a spare buffer may hold pages release_cold() would give back */
 	uint32_t nring_sends; /* sends in flight from ring buffers */
 
 	struct spill_pool spills; /* free private buffers for stalled echoes */
@@ -362,10 +363,12 @@ static void provide(struct worker *w, int32_t bid)
 /* Buffer bid is free again: back to the ring if it is short of its target, else spare. */
 static void recycle(struct worker *w, int32_t bid)
 {
-	if (w->nfree < w->ring_target)
+	if (w->nfree < w->ring_target) {
 		provide(w, bid);
-	else
+	} else {
 		w->spare[w->nspare++] = (int16_t)bid;
+		w->cold_pending = true;
+	}
 }
 
 /* Gives back the pages of buffer bid (whole pages only), which stays out of the ring. */
@@ -389,6 +392,7 @@ static void release_cold(struct worker *w)
 	for (uint32_t i = 0; i + w->ring_target < w->nspare; i++)
 		if (!w->released[w->spare[i]])
 			release_pages(w, w->spare[i]);
+	w->cold_pending = false;
 }
 
 /*
@@ -1255,7 +1259,7 @@ static bool needs_timer(const struct worker *w)
 {
 	return ((w->srv->cfg->idle_timeout_ms || w->srv->cfg->proxy_protocol) && w->live) ||
 	       w->ndraining || w->stopping || w->nstarved || w->pause_until || w->full ||
-	       w->nring_sends || w->ring_target > RING_MIN; /* fit_ring() shrinks it */
+	       w->nring_sends || w->ring_target > RING_MIN || w->cold_pending; /* fit_ring() */
 }
 
 /*

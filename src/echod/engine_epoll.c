@@ -12,7 +12,7 @@
  *
  * Memory: a connection holds a buffer only while bytes are in flight;
  * buffers come from a small per-worker pool, so idle connections cost a
- * few hundred bytes here plus the kernel's socket buffers.
+ * hundred bytes here (struct econn, 88) plus the kernel's socket buffers.
  *
  * Timers: every connection sits on one of three lists kept in deadline
  * order because each list's timeout is constant: "header" (--proxy-protocol:

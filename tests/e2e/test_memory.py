@@ -9,7 +9,7 @@ table that doubled, 232 bytes a slot, and a buffer ring whose every buffer
 got touched in turn).
 
 The threads model is left out: a thread per connection costs its stack's
-touched pages, about 13 KiB (docs/engines.md says why).  Under a sanitizer
+touched pages, about 9 KiB (docs/engines.md says why).  Under a sanitizer
 RSS means nothing (shadow memory, quarantined frees): the test skips.
 """
 

@@ -11,9 +11,11 @@
 #   make unit       build and run the cmocka unit tests (tests/unit/)
 #   make clang      build everything with clang too, in build-clang/
 #   make bench      echod's models and other echo servers side by side, with
-#                   echoc bench as the load (bench/run.sh); SUITE=uring-vs-epoll
-#                   or SUITE=udp for a subset, QUICK=1 for short runs; SUITE=million
-#                   holds up to 1,000,000 idle connections (not in make check)
+#                   echoc bench as the load (bench/run.sh); SUITE=uring-vs-epoll,
+#                   SUITE=idle (memory per idle connection), SUITE=udp,
+#                   SUITE=placement, SUITE=locality or SUITE=latency for a
+#                   subset, QUICK=1 for short runs; SUITE=million holds up to
+#                   1,000,000 idle connections (not in make check)
 #   make soak       mixed hostile clients on every engine, then descriptors,
 #                   threads and RSS back to their baseline (tests/soak/soak.py);
 #                   SOAK_S seconds per engine (default 60)

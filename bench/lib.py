@@ -7,7 +7,9 @@
   lib.py sample PID T0 WARM DUR [LOAD_PID]
                                    proc PID at T0+WARM, T0+WARM+DUR/2 and T0+WARM+DUR,
                                    each line followed by the whole system's CPU counters
-                                   (sysstat) and, with LOAD_PID, proc's CPU of the load
+                                   (sysstat), with LOAD_PID proc's CPU of the load ("-"
+                                   without), and kmem
+  lib.py kmem                      "TCP_MEM_PAGES SLAB_KB": the kernel's side, machine-wide
   lib.py row JSON_FILE ...         one TSV row of results from echoc bench --json
 
 and the Markdown report, for bench/report.py: repeated runs of a server in a
@@ -116,6 +118,26 @@ def proc_words(pid):
     return f"{ticks / TICK:.3f} {rss} {n}"
 
 
+def kmem_words():
+    """What the kernel holds, machine-wide, so that it is not mistaken for the server's
+    memory: the pages of TCP socket buffers (/proc/net/sockstat "mem") and the slab
+    caches, socket structures among them (/proc/meminfo "Slab", KiB)."""
+    pages = slab = 0
+    with open("/proc/net/sockstat") as f:
+        for line in f:
+            if line.startswith("TCP:"):
+                pages = int(line.split()[-1])
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("Slab:"):
+                slab = int(line.split()[1])
+    return f"{pages} {slab}"
+
+
+def kmem():
+    print(kmem_words())
+
+
 def proc(pid):
     print(proc_words(pid))
 
@@ -201,7 +223,7 @@ def sample(pid, t0, warm, dur, load=None):
     for at in (start, start + float(dur) / 2, start + float(dur)):
         time.sleep(max(0.0, at - time.time()))
         words = sysstat()
-        print(proc_words(pid), words, load_cpu(load))
+        print(proc_words(pid), words, load_cpu(load), kmem_words())
         sys.stdout.flush()
 
 
@@ -253,7 +275,7 @@ def row(json_file, scenario, server, conns, cpu0, cpu1, rss0, rss_mid, nprocs, n
         note = (note + " " if note else "") + f"lost {dg.get('lost', 0)}"
     print("\t".join([scenario, server, f"{r['messages_per_s']:.0f}",
                      f"{r['latency_us']['p50']:.1f}", f"{r['latency_us']['p99']:.1f}",
-                     f"{cpu:.2f}", rss_mid, f"{per_conn:.1f}", str(r["errors"]),
+                     f"{cpu:.2f}", rss_mid, f"{per_conn:.3f}", str(r["errors"]),
                      str(r["mismatches"]), note + (f" {nprocs} procs" if int(nprocs) > 1 else ""),
                      total, load, busy]))
 
@@ -404,6 +426,6 @@ def markdown(rows, facts, html):
 
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    rc = {"freeport": freeport, "waitport": waitport, "proc": proc, "sample": sample,
+    rc = {"freeport": freeport, "waitport": waitport, "proc": proc, "kmem": kmem, "sample": sample,
           "row": row}[cmd](*args)
     sys.exit(rc or 0)

@@ -11,6 +11,10 @@
 #   million         idle connections: one echod filled to its descriptor cap,
 #                   then up to 1,000,000 over N echod on one port
 #                   (SO_REUSEPORT) if memory allows; bench/million.py says how
+#   idle            memory per idle connection: every echod model holding
+#                   IDLE_CONNS (5000) connections that each echo 16 B every
+#                   2 s; the notes add what the kernel holds (machine-wide,
+#                   both ends of each connection)
 #   udp             echod's UDP echo against the usual ones: echod --udp
 #                   --udp-rate 0 against socat (UDP-LISTEN, one peer;
 #                   UDP-RECVFROM,fork) and xinetd's echo-dgram, one datagram
@@ -146,6 +150,10 @@ suite() {
 	locality)
 		$PY "$HERE/locality.py"
 		exit ;;
+	idle)
+		PICK=(idle)
+		CANDIDATES=(echod-iterative echod-threads echod-epoll echod-uring)
+		REPS=${REPS:-3} ;;
 	udp)
 		PICK=(udp1)
 		CANDIDATES=(echod socat-listen socat xinetd)
@@ -155,7 +163,7 @@ suite() {
 		CANDIDATES=(echod-epoll@samecpu echod-epoll)
 		REPS=${REPS:-3} ;;
 	*)
-		echo "usage: bench/run.sh [matrix|uring-vs-epoll|udp|placement|locality|million]" >&2
+		echo "usage: bench/run.sh [matrix|uring-vs-epoll|idle|udp|placement|locality|million]" >&2
 		exit 2 ;;
 	esac
 }
@@ -334,8 +342,9 @@ applies() {
 	fi
 	case $1 in
 	echod | socat-listen) return 1 ;; # UDP only
-	# iterative serves one client at a time: only the one-connection runs.
-	echod-iterative) [ "$3" = 1 ] || [ "$2" = connrate ] ;;
+	# iterative serves one client at a time: only the one-connection runs,
+	# and the idle suite, which shows what the waiting ones cost it.
+	echod-iterative) [ "$3" = 1 ] || [ "$2" = connrate ] || [ "$SUITE" = idle ] ;;
 	*) return 0 ;;
 	esac
 }
@@ -350,6 +359,7 @@ adjust() {
 		conns=$IDLE_CONNS
 		forks "$2" && conns=$FORK_IDLE_CONNS && note="forking server: $conns conns"
 		args=${args/IDLE/$conns}
+		[ "$2" = echod-iterative ] && note="serves one conn, the rest wait in the listen backlog"
 		warm=$IDLE_WARM ;;
 	esac
 }
@@ -357,6 +367,7 @@ adjust() {
 run_one() { # KEY SERVER
 	local key title args conns kind srv once=0 warm=$WARM extra=() note=""
 	local port uport=0 target t0 rc rss0 cpu0 cpu1 rss_mid nprocs sys0 sys1 load0 load1
+	local tcp0 slab0 tcp_mid slab_mid
 	local pin_load
 	srv=$(base_server "$2") pin_load=$(load_pinning "$2")
 	IFS='|' read -r key title args conns kind <<<"$(scenario "$1")"
@@ -370,6 +381,7 @@ run_one() { # KEY SERVER
 	target=127.0.0.1:$port
 	[ "$kind" = udp ] && target=127.0.0.1:$uport
 	read -r _ rss0 _ <<<"$($LIB proc "$SERVER_PID")"
+	read -r tcp0 slab0 <<<"$($LIB kmem)"
 	# The sampler and echoc start together: the server's, the load's and every
 	# CPU's time where the window starts and ends, memory halfway.
 	rm -f "$TMP/result.hgrm"
@@ -383,15 +395,26 @@ run_one() { # KEY SERVER
 	wait $load
 	rc=$?
 	wait $sampler
-	{ read -r cpu0 _ _ sys0 load0; read -r _ rss_mid nprocs _; read -r cpu1 _ _ sys1 load1; } \
+	{ read -r cpu0 _ _ sys0 load0 _; read -r _ rss_mid nprocs _ _ tcp_mid slab_mid; read -r cpu1 _ _ sys1 load1 _; } \
 		<"$TMP/samples"
 	stop_server "$SERVER_PID"
 	SERVER_PID=
 	[ $rc != 0 ] && note="$note exit $rc: $(head -1 "$TMP/echoc.err")"
+	[ "$kind" = idle ] && note="$note$(kernel_note "$conns" "$tcp0" "$slab0" "$tcp_mid" "$slab_mid")"
 	$LIB row "$TMP/result.json" "$title" "$2" "$conns" "$cpu0" "$cpu1" "$rss0" "$rss_mid" \
 		"$nprocs" "$note" "$sys0" "$sys1" "$load0" "$load1" >>"$TSV"
 	tail -1 "$TSV" | cut -f1-6,9- >&2
 	keep_run_files "$(wc -l <"$TSV")"
+}
+
+# What the kernel's memory grew by per connection, for the notes of an idle
+# run: TCP socket buffers (sockstat pages) and slab (socket structures), both
+# machine-wide and for both ends of each connection, so other work shows too.
+kernel_note() { # CONNS TCP_PAGES0 SLAB_KB0 TCP_PAGES SLAB_KB
+	awk -v n="$1" -v t0="$2" -v s0="$3" -v t="$4" -v s="$5" \
+		'BEGIN { if (t == "" || s == "") exit
+			printf " kernel (machine-wide, both ends): slab %+.1f KiB/conn, TCP buffers %+d pages",
+				(s - s0) / n, t - t0 }'
 }
 
 # The TSV's row N keeps echoc's JSON and latency histogram as RUN/runs/N.json

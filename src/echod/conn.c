@@ -17,8 +17,9 @@ void conn_init(struct conn *c, unsigned char *buf, size_t cap, unsigned flags)
 	assert(cap > 0);
 	memset(c, 0, sizeof(*c));
 	c->buf = buf;
-	c->cap = cap;
-	c->flags = flags;
+	assert(cap <= UINT32_MAX && flags <= UINT8_MAX);
+	c->cap = (uint32_t)cap;
+	c->flags = (uint8_t)flags;
 }
 
 static bool wants_input(const struct conn *c)
@@ -84,7 +85,7 @@ void conn_read_done(struct conn *c, size_t n)
 	if (c->write_shut)
 		return; /* drained input is discarded */
 	assert(n <= c->cap - c->tail);
-	c->tail += n;
+	c->tail += (uint32_t)n;
 	if (c->flags & CONN_ONCE)
 		c->got_chunk = true;
 }
@@ -106,7 +107,8 @@ size_t conn_borrowed_arrived(struct conn *c, size_t n)
 	 */
 	if ((c->flags & CONN_ONCE) && keep > c->cap)
 		keep = c->cap;
-	c->tail += keep;
+	assert(keep <= UINT32_MAX - c->tail);
+	c->tail += (uint32_t)keep;
 	if (c->flags & CONN_ONCE)
 		c->got_chunk = true;
 	return keep;
@@ -138,7 +140,7 @@ size_t conn_send_buf(const struct conn *c, const unsigned char **p)
 void conn_sent(struct conn *c, size_t n)
 {
 	assert(n <= c->tail - c->head);
-	c->head += n;
+	c->head += (uint32_t)n;
 	if (c->head == c->tail)
 		c->head = c->tail = 0;
 }

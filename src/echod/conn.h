@@ -36,6 +36,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* How long a lingering close may drain a peer's input before giving up. */
 #define CONN_DRAIN_MS 2000
@@ -44,12 +45,17 @@ enum conn_flags {
 	CONN_ONCE = 1 << 0, /* echo one chunk, then close */
 };
 
+/*
+ * 24 bytes: every idle connection of every engine holds one.  Counts fit 32
+ * bits: cap is --buffer (at most 16 MiB), and what a borrowed connection
+ * holds past cap is one receive's overshoot.
+ */
 struct conn {
 	unsigned char *buf; /* owned and lent modes; NULL while lent out or borrowed */
-	size_t cap;
-	size_t head; /* first byte not yet echoed */
-	size_t tail; /* end of the bytes received */
-	unsigned flags;
+	uint32_t cap;
+	uint32_t head; /* first byte not yet echoed */
+	uint32_t tail; /* end of the bytes received */
+	uint8_t flags;
 	bool peer_eof;	 /* the peer shut its write side */
 	bool got_chunk;	 /* once mode: the one chunk has arrived */
 	bool write_shut; /* our write side is shut: only draining remains */

@@ -74,12 +74,29 @@ enum conn_end conn_end_proxy(enum proxy_result r)
 void conn_stats_start(struct conn_stats *st, int fd, uint64_t now_ms)
 {
 	char peer[NET_NAMELEN];
+	size_t n;
 
-	*st = (struct conn_stats){.start_ms = now_ms};
+	*st = (struct conn_stats){0};
 	if (!log_enabled(LOGL_DEBUG))
 		return;
 	net_format_peer(fd, peer, sizeof(peer));
-	st->peer = strdup(peer); /* NULL: the end line says "?" */
+	n = strlen(peer) + 1;
+	st->log = malloc(sizeof(*st->log) + n); /* NULL: the end line says "?" */
+	if (!st->log)
+		return;
+	*st->log = (struct conn_log){.start_ms = now_ms};
+	memcpy(st->log->peer, peer, n);
+}
+
+void conn_stats_refused(struct conn_stats *st, enum proxy_result r)
+{
+	if (st->proxy)
+		st->proxy->err = r;
+}
+
+static enum proxy_result refusal(const struct conn_stats *st)
+{
+	return st->proxy ? st->proxy->err : PROXY_OK;
 }
 
 static bool is_proxy_refusal(enum conn_end end)
@@ -91,20 +108,22 @@ static bool is_proxy_refusal(enum conn_end end)
 static void log_end(const struct conn_stats *st, enum conn_end end)
 {
 	char peer[NET_NAMELEN];
-	const char *via = st->peer ? st->peer : "?";
+	static const struct conn_log unknown = {0};
+	const struct conn_log *cl = st->log ? st->log : &unknown;
+	const char *via = st->log ? st->log->peer : "?";
 	const struct proxy_stage *ps = st->proxy;
 	struct log_field f[10] = {
 		{"end", conn_end_name(end), 0},
-		{"bytes_in", NULL, st->bytes_in},
-		{"bytes_out", NULL, st->bytes_out},
-		{"msgs_in", NULL, st->msgs_in},
-		{"msgs_out", NULL, st->msgs_out},
-		{"duration_ms", NULL, clock_now_ms() - st->start_ms},
+		{"bytes_in", NULL, cl->bytes_in},
+		{"bytes_out", NULL, cl->bytes_out},
+		{"msgs_in", NULL, cl->msgs_in},
+		{"msgs_out", NULL, cl->msgs_out},
+		{"duration_ms", NULL, st->log ? clock_now_ms() - cl->start_ms : 0},
 	};
 	int n = 6;
 
 	if (is_proxy_refusal(end))
-		f[n++] = (struct log_field){"detail", proxy_result_str(st->proxy_err), 0};
+		f[n++] = (struct log_field){"detail", proxy_result_str(refusal(st)), 0};
 	if (ps && ps->src_len) {
 		/* The balancer's own address, for whoever debugs the path. */
 		net_format_sockaddr((const struct sockaddr *)&ps->src, ps->src_len, peer,
@@ -131,7 +150,7 @@ static void warn_proxy_refusal(int fd, const struct conn_stats *st)
 	net_format_peer(fd, peer, sizeof(peer));
 	log_warn("PROXY header refused (%s) from %s; at most one such line a minute, -v logs "
 		 "each",
-		 proxy_result_str(st->proxy_err), peer);
+		 proxy_result_str(refusal(st)), peer);
 }
 
 void conn_ended(struct metrics_worker *m, int fd, struct conn_stats *st, enum conn_end end)
@@ -144,6 +163,6 @@ void conn_ended(struct metrics_worker *m, int fd, struct conn_stats *st, enum co
 		warn_proxy_refusal(fd, st);
 	proxy_stage_free(st->proxy);
 	st->proxy = NULL;
-	free(st->peer);
-	st->peer = NULL;
+	free(st->log);
+	st->log = NULL;
 }

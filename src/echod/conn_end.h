@@ -8,7 +8,9 @@
  * and how it ended.  Nothing is logged per message.
  *
  * The per-connection figures are plain fields the owning thread adds to;
- * they cost an add each, like the worker's counters.
+ * they cost an add each, like the worker's counters.  Only -v reads them, so
+ * only -v keeps them (struct conn_log): without it a connection's stats are
+ * two NULL pointers, 16 bytes of what every idle connection holds.
  */
 #ifndef ECHOD_CONN_END_H
 #define ECHOD_CONN_END_H
@@ -37,16 +39,21 @@ enum conn_end {
 
 struct proxy_stage;
 
-/* One connection's figures, for its end line. */
-struct conn_stats {
+/* -v only: a connection's figures for its end line. */
+struct conn_log {
 	uint64_t start_ms;
 	unsigned long bytes_in, bytes_out, msgs_in, msgs_out;
-	/* --proxy-protocol only (else NULL): the header phase, then its address. */
+	/* The real peer, formatted at the accept, since getpeername(2) fails
+	 * once both sides have shut the connection. */
+	char peer[];
+};
+
+/* What a connection keeps for its end. */
+struct conn_stats {
+	struct conn_log *log; /* -v only (else NULL, also when out of memory) */
+	/* --proxy-protocol only (else NULL): the header phase, then its address;
+	 * a refusal's detail is its err. */
 	struct proxy_stage *proxy;
-	/* -v only (else NULL): the real peer, formatted at the accept, since
-	 * getpeername(2) fails once both sides have shut the connection. */
-	char *peer;
-	enum proxy_result proxy_err; /* the refusal's detail, for the log */
 };
 
 /* "eof", "reset", "idle-timeout", "grace", "once", "proxy-missing", ... */
@@ -61,23 +68,30 @@ void conn_stats_start(struct conn_stats *st, int fd, uint64_t now_ms);
 
 static inline void conn_stats_in(struct conn_stats *st, struct metrics_worker *m, size_t n)
 {
-	st->bytes_in += n;
-	st->msgs_in++;
+	if (st->log) {
+		st->log->bytes_in += n;
+		st->log->msgs_in++;
+	}
 	metrics_add(m, METRICS_BYTES_IN, n);
 	metrics_add(m, METRICS_MSGS_IN, 1);
 }
 
 static inline void conn_stats_out(struct conn_stats *st, struct metrics_worker *m, size_t n)
 {
-	st->bytes_out += n;
-	st->msgs_out++;
+	if (st->log) {
+		st->log->bytes_out += n;
+		st->log->msgs_out++;
+	}
 	metrics_add(m, METRICS_BYTES_OUT, n);
 	metrics_add(m, METRICS_MSGS_OUT, 1);
 }
 
+/* A --proxy-protocol header was refused (st->proxy is set): r says why, for the log. */
+void conn_stats_refused(struct conn_stats *st, enum proxy_result r);
+
 /*
  * The connection on fd (still open) ended: counts it, writes its -v line,
- * and frees st->proxy.  Call it once per accepted connection, before close.
+ * and frees st->log and st->proxy.  Call it once per accepted connection, before close.
  */
 void conn_ended(struct metrics_worker *m, int fd, struct conn_stats *st, enum conn_end end);
 

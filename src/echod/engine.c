@@ -109,6 +109,7 @@ struct blocking_conn {
 	uint64_t drain_deadline; /* 0: not draining */
 	uint64_t grace_deadline; /* 0: no stop asked for yet */
 	enum conn_end end;	 /* why serve_round() said to close */
+	bool drained;		 /* the last read took less than it could: the socket is empty */
 };
 
 static uint64_t earliest(uint64_t a, uint64_t b)
@@ -141,7 +142,7 @@ static bool past_deadline(struct blocking_conn *bc)
 	uint64_t now = clock_now_ms(), header = header_deadline(bc);
 
 	if (header && now >= header) {
-		bc->st.proxy_err = PROXY_ERR_TIMEOUT;
+		conn_stats_refused(&bc->st, PROXY_ERR_TIMEOUT);
 		bc->end = CONN_END_PROXY_TIMEOUT;
 	} else if (!header && bc->idle_deadline && now >= bc->idle_deadline) {
 		bc->end = CONN_END_IDLE;
@@ -161,6 +162,26 @@ static void note_activity(struct blocking_conn *bc)
 
 	if (idle_ms && !bc->drain_deadline)
 		bc->idle_deadline = clock_now_ms() + (uint64_t)idle_ms;
+}
+
+/*
+ * Lends the connection its buffer before a read: a connection holds one only
+ * while bytes are in flight (conn.h's lent mode), so an idle thread costs
+ * its stack and no buffer.  False when out of memory (close, as a reset).
+ */
+static bool lend(struct blocking_conn *bc)
+{
+	unsigned char *buf;
+
+	if (bc->c.buf)
+		return true;
+	buf = malloc(bc->c.cap);
+	if (!buf) {
+		bc->end = CONN_END_RESET;
+		return false;
+	}
+	conn_lend(&bc->c, buf);
+	return true;
 }
 
 /* A receive failed: false (close, as a reset) unless it is worth another try. */
@@ -194,11 +215,13 @@ static bool read_header(struct blocking_conn *bc)
 	if (r == PROXY_NEED_MORE)
 		return true;
 	if (r != PROXY_OK) {
-		bc->st.proxy_err = r;
+		conn_stats_refused(&bc->st, r);
 		bc->end = conn_end_proxy(r);
 		return false;
 	}
 	n = proxy_stage_data(ps, &data);
+	if (n && !lend(bc))
+		return false;
 	if (n && conn_read_buf(&bc->c, &p) >= n) { /* --buffer >= PROXY_HEADER_MAX */
 		memcpy(p, data, n);
 		conn_read_done(&bc->c, n);
@@ -217,12 +240,15 @@ static bool read_some(struct blocking_conn *bc)
 
 	if (proxy_stage_pending(bc->st.proxy))
 		return read_header(bc);
+	if (conn_wants_read(&bc->c) && !lend(bc))
+		return false;
 	space = conn_read_buf(&bc->c, &p);
 	if (space == 0)
 		return true;
 	n = recv(bc->fd, p, space, 0);
 	if (n < 0)
 		return recv_failed(bc);
+	bc->drained = (size_t)n < space;
 	conn_read_done(&bc->c, (size_t)n);
 	if (n > 0)
 		conn_stats_in(&bc->st, bc->m, (size_t)n);
@@ -297,25 +323,31 @@ static bool serve_round(struct blocking_conn *bc)
 		return false;
 	if (!read_some(bc) || !write_some(bc))
 		return false;
+	/*
+	 * Everything echoed and nothing more to read: the buffer goes.  A
+	 * sender that fills every read keeps it, so a stream costs one
+	 * allocation, not one per buffer.
+	 */
+	if (bc->drained)
+		free(conn_reclaim(&bc->c));
 	return !advance(bc);
 }
 
 void engine_serve_blocking(struct server *srv, int fd, struct metrics_worker *m)
 {
 	struct blocking_conn bc = {.srv = srv, .m = m, .fd = fd, .end = CONN_END_RESET};
-	unsigned char *buf = malloc((size_t)srv->cfg->buffer_bytes);
 	uint64_t now = clock_now_ms();
 
 	conn_stats_start(&bc.st, fd, now);
 	if (srv->cfg->proxy_protocol)
 		bc.st.proxy = proxy_stage_new(now);
-	if (buf && (bc.st.proxy || !srv->cfg->proxy_protocol)) {
-		conn_init(&bc.c, buf, (size_t)srv->cfg->buffer_bytes, server_conn_flags(srv));
+	if (bc.st.proxy || !srv->cfg->proxy_protocol) {
+		conn_init(&bc.c, NULL, (size_t)srv->cfg->buffer_bytes, server_conn_flags(srv));
 		note_activity(&bc);
 		while (serve_round(&bc))
 			;
 	}
-	free(buf);
+	free(bc.c.buf); /* still lent if the connection ended with bytes unsent */
 	conn_ended(m, fd, &bc.st, bc.end);
 	close(fd);
 }

@@ -12,7 +12,7 @@
  *
  * Memory: a connection holds a buffer only while bytes are in flight;
  * buffers come from a small per-worker pool, so idle connections cost a
- * few hundred bytes here plus the kernel's socket buffers.
+ * hundred bytes here (struct econn, 88) plus the kernel's socket buffers.
  *
  * Timers: every connection sits on one of three lists kept in deadline
  * order because each list's timeout is constant: "header" (--proxy-protocol:
@@ -404,7 +404,7 @@ static ssize_t read_header(struct worker *w, struct econn *ec)
 	if (r == PROXY_NEED_MORE)
 		return -EAGAIN;
 	if (r != PROXY_OK) {
-		ec->st.proxy_err = r;
+		conn_stats_refused(&ec->st, r);
 		close_conn(w, ec, conn_end_proxy(r));
 		return -ECONNABORTED;
 	}
@@ -515,7 +515,7 @@ static void expire_list(struct worker *w, struct conn_list *l, uint64_t now, enu
 		if (l == &w->drain)
 			end = conn_end_done(&ec->c); /* the echo was delivered */
 		else if (l == &w->header)
-			ec->st.proxy_err = PROXY_ERR_TIMEOUT;
+			conn_stats_refused(&ec->st, PROXY_ERR_TIMEOUT);
 		close_conn(w, ec, end);
 	}
 }

@@ -87,9 +87,24 @@ enum op {
  */
 #define STREAM_BUF_MAX (64u << 10)
 #define BUFS_DEFAULT   1024
-#define BUFS_BYTES_MAX (4u << 20) /* per worker: the ring is cycled, so all of it is touched */
-#define SCAN_MS	       50	  /* timer granularity: idle, drain, grace, pauses, stuck sends */
-#define EXIT_SLACK_MS  1000	  /* after the grace: wait this long for cancels */
+#define BUFS_BYTES_MAX (4u << 20) /* per worker: what the ring may hold under load */
+/*
+ * The kernel takes provided buffers in ring order, so every buffer in the
+ * ring gets touched in turn: a ring of all the buffers would keep all of
+ * them resident (4 MiB) for a trickle of idle pings.  So the ring holds
+ * only as many as the traffic needs (w->ring_target): it doubles while
+ * receives keep waiting for buffers (RING_GROW_MS and more: a clump of
+ * messages that a few batches serve does not grow it), and once a second
+ * it shrinks to twice the most that were lent in that second, never below
+ * RING_MIN.  The buffers
+ * left out wait on a stack, the last returned on top; once a second those
+ * below the top ring_target give their pages back (release_cold()).
+ */
+#define RING_MIN       16
+#define RING_GROW_MS   20
+#define RING_SHRINK_MS 1000
+#define SCAN_MS	       50   /* timer granularity: idle, drain, grace, pauses, stuck sends */
+#define EXIT_SLACK_MS  1000 /* after the grace: wait this long for cancels */
 #define NOBUF	       (-1)
 #define SUBMIT_TRIES   8  /* a full SQ whose submission keeps failing ends the worker */
 #define ACCEPT_BATCH   64 /* accepts per readable listener, so reads are not starved */
@@ -107,35 +122,48 @@ enum uconn_life {
  * engine holds for it, in echo order: first tx.len bytes of ring buffer
  * tx.bid (when not NOBUF; a send reads them, or is about to), then the
  * spill.  assert_bytes_held() checks it while the connection is open.
+ *
+ * 80 bytes, and all an idle connection holds (docs/engines.md, "Memory per
+ * connection"): no buffer of its own (the ring's are lent per receive), a
+ * spill record only while echo bytes wait, times as 32-bit milliseconds
+ * (ms32(); every interval compared is far below 2^31 ms).
  */
 struct uconn {
 	struct conn c;
-	int fd;
-	enum uconn_life life;
+	struct conn_stats st; /* for its end line */
+	struct spill *spill;  /* the rest of the echo, after tx.bid's bytes; NULL: none */
+	union {
+		int fd;		    /* while not UC_FREE */
+		uint32_t next_free; /* UC_FREE: the free list */
+	};
+	union {
+		uint32_t last_ms;	 /* last progress, for --idle-timeout */
+		uint32_t drain_deadline; /* while draining, when no idle timeout applies */
+	};
 	struct {
-		bool armed;	 /* a receive is in flight */
-		bool cancelling; /* and a cancel for it too */
-		bool starved;	 /* it ended with -ENOBUFS: waits for ring buffers */
-		bool sized;	 /* arm sized reads, not multishot (arm_recv()) */
-		bool overshot;	 /* a multishot read went past cap: sized for good */
-		uint32_t gen;	 /* tells a stale completion from the current one */
-		uint32_t len;	 /* size of the read armed; 0: multishot */
+		uint32_t gen : 24;   /* tells a stale completion from the current one */
+		bool armed : 1;	     /* a receive is in flight */
+		bool cancelling : 1; /* and a cancel for it too */
+		bool starved : 1;    /* it ended with -ENOBUFS: waits for ring buffers */
+		bool sized : 1;	     /* arm sized reads, not multishot (arm_recv()) */
+		bool overshot : 1;   /* a multishot read went past cap: sized for good */
+		uint32_t len;	     /* size of the read armed; 0: multishot */
 	} rx;
 	struct {
-		bool busy;	  /* a send is in flight */
-		bool cancelling;  /* it is stuck on a ring buffer and being cancelled */
-		int32_t bid;	  /* ring buffer whose bytes go first, else NOBUF */
-		uint32_t len;	  /* how many */
-		uint64_t sent_ms; /* when the send from bid started */
-		uint64_t batch;	  /* and in which batch */
+		int16_t bid;	     /* ring buffer whose bytes go first, else NOBUF */
+		bool busy : 1;	     /* a send is in flight */
+		bool cancelling : 1; /* it is stuck on a ring buffer and being cancelled */
+		uint8_t batch;	     /* in which batch it started (low 8 bits: see advance()) */
+		uint32_t len;	     /* how many */
+		uint32_t sent_ms;    /* when the send from bid started */
 	} tx;
-	struct spill spill;	 /* the rest of the echo, after tx.bid's bytes */
-	struct conn_stats st;	 /* for its end line */
-	enum conn_end end;	 /* UC_CLOSING: why */
-	uint64_t last_ms;	 /* last progress, for --idle-timeout */
-	uint64_t drain_deadline; /* 0: not draining */
-	uint32_t next_free;
+	uint8_t life;  /* enum uconn_life */
+	uint8_t end;   /* enum conn_end; UC_CLOSING: why */
+	bool draining; /* drain_deadline applies */
 };
+
+/* Connection slots come in chunks that never move, so a growing table copies nothing. */
+#define CONN_CHUNK 256
 
 struct worker;
 
@@ -158,14 +186,23 @@ struct worker {
 	size_t br_bytes;
 	unsigned char *bufs;
 	uint32_t nbufs, buf_bytes;
+	size_t bufs_bytes;    /* mapped at bufs */
 	int br_add;	      /* buffers returned since the last advance */
 	bool ran_dry;	      /* logged once, at debug level */
 	uint32_t nfree;	      /* buffers the kernel may use */
+	uint32_t ring_target; /* how many the ring should hold (see RING_MIN) */
+	int16_t *spare;	      /* buffers out of the ring, the last returned on top */
+	uint32_t nspare;
+	uint8_t *released;    /* per buffer: its pages were given back (release_cold()) */
+	uint32_t peak_lent;   /* most buffers lent to connections since shrink_at */
+	uint64_t shrink_at;   /* when the ring may shrink next */
+	uint64_t starved_at;  /* since when receives wait for buffers; 0: they do not */
+	bool cold_pending;    /* a spare buffer may hold pages release_cold() would give back */
 	uint32_t nring_sends; /* sends in flight from ring buffers */
 
 	struct spill_pool spills; /* free private buffers for stalled echoes */
 
-	struct uconn *conns;
+	struct uconn **chunks; /* nconns_cap / CONN_CHUNK of them */
 	uint32_t nconns_cap, free_head, live, nstarved, ndraining, scan_from;
 
 	bool *acc_armed;
@@ -314,12 +351,83 @@ static unsigned char *buf_at(struct worker *w, int32_t bid)
 	return w->bufs + (size_t)bid * w->buf_bytes;
 }
 
-/* Gives buffer bid back to the kernel; visible at the next flush_bufs(). */
-static void recycle(struct worker *w, int32_t bid)
+/* Puts buffer bid in the ring; visible to the kernel at the next flush_bufs(). */
+static void provide(struct worker *w, int32_t bid)
 {
 	io_uring_buf_ring_add(w->br, buf_at(w, bid), w->buf_bytes, (unsigned short)bid,
 			      io_uring_buf_ring_mask(w->nbufs), w->br_add++);
 	w->nfree++;
+	w->released[bid] = 0;
+}
+
+/* Buffer bid is free again: back to the ring if it is short of its target, else spare. */
+static void recycle(struct worker *w, int32_t bid)
+{
+	if (w->nfree < w->ring_target) {
+		provide(w, bid);
+	} else {
+		w->spare[w->nspare++] = (int16_t)bid;
+		w->cold_pending = true;
+	}
+}
+
+/* Gives back the pages of buffer bid (whole pages only), which stays out of the ring. */
+static void release_pages(struct worker *w, int32_t bid)
+{
+	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+	uintptr_t lo = ((uintptr_t)buf_at(w, bid) + page - 1) & ~(page - 1);
+	uintptr_t hi = ((uintptr_t)buf_at(w, bid) + w->buf_bytes) & ~(page - 1);
+
+	if (hi > lo && madvise((void *)lo, hi - lo, MADV_DONTNEED) == 0)
+		w->released[bid] = 1;
+}
+
+/*
+ * The spare buffers the ring will not take back soon (all but the top
+ * ring_target of the stack) give their pages back, once each: what a burst
+ * touched does not stay resident while idle.
+ */
+static void release_cold(struct worker *w)
+{
+	for (uint32_t i = 0; i + w->ring_target < w->nspare; i++)
+		if (!w->released[w->spare[i]])
+			release_pages(w, w->spare[i]);
+	w->cold_pending = false;
+}
+
+/*
+ * Sizes the ring to the traffic (see RING_MIN) and tops it up from the
+ * spare stack.  Called once per batch, before the buffers are flushed.
+ */
+static void fit_ring(struct worker *w)
+{
+	uint32_t lent = w->nbufs - w->nfree - w->nspare;
+
+	if (lent > w->peak_lent)
+		w->peak_lent = lent;
+	if (!w->nstarved)
+		w->starved_at = 0;
+	else if (!w->starved_at)
+		w->starved_at = w->now;
+	if (w->starved_at && w->now - w->starved_at >= RING_GROW_MS && w->ring_target < w->nbufs) {
+		w->starved_at = w->now;
+		w->ring_target = w->ring_target * 2 < w->nbufs ? w->ring_target * 2 : w->nbufs;
+		w->shrink_at = w->now + RING_SHRINK_MS;
+		w->peak_lent = lent;
+	} else if (w->now >= w->shrink_at) {
+		/* Twice the peak, so that the peak again does not grow it at once. */
+		uint32_t want = RING_MIN;
+
+		while (want < 2 * w->peak_lent && want < w->nbufs)
+			want *= 2;
+		if (want < w->ring_target)
+			w->ring_target = want;
+		release_cold(w);
+		w->shrink_at = w->now + RING_SHRINK_MS;
+		w->peak_lent = lent;
+	}
+	while (w->nfree < w->ring_target && w->nspare)
+		provide(w, w->spare[--w->nspare]);
 }
 
 static void flush_bufs(struct worker *w)
@@ -355,21 +463,68 @@ static int setup_bufs(struct worker *w)
 	if (!cfg->once && w->buf_bytes > STREAM_BUF_MAX)
 		w->buf_bytes = STREAM_BUF_MAX;
 	w->nbufs = buf_count(w->buf_bytes);
-	w->bufs = malloc((size_t)w->nbufs * w->buf_bytes);
-	if (!w->bufs)
+	w->ring_target = w->nbufs < RING_MIN ? w->nbufs : RING_MIN;
+	w->spare = malloc(w->nbufs * sizeof(*w->spare));
+	w->released = malloc(w->nbufs);
+	if (!w->spare || !w->released)
 		return -ENOMEM;
+	memset(w->released, 1, w->nbufs); /* never touched: nothing to give back */
+	/* Mapped, not malloc'ed: page-aligned, so release_pages() gives whole buffers back. */
+	w->bufs_bytes = (size_t)w->nbufs * w->buf_bytes;
+	w->bufs = mmap(NULL, w->bufs_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1,
+		       0);
+	if (w->bufs == MAP_FAILED) {
+		w->bufs = NULL;
+		return -ENOMEM;
+	}
 	w->br = map_buf_ring(&w->ring, w->nbufs, &w->br_bytes, &rc);
 	if (!w->br)
 		return rc;
-	for (uint32_t i = 0; i < w->nbufs; i++)
-		recycle(w, (int32_t)i);
+	/* The first buffers on top of the spare stack: those are used first. */
+	for (uint32_t i = w->nbufs; i-- > 0;)
+		w->spare[w->nspare++] = (int16_t)i;
+	fit_ring(w);
 	flush_bufs(w);
 	return 0;
 }
 
 static struct uconn *conn_at(struct worker *w, uint32_t idx)
 {
-	return &w->conns[idx];
+	return &w->chunks[idx / CONN_CHUNK][idx % CONN_CHUNK];
+}
+
+/* A time in ms as a connection keeps it: the low 32 bits. */
+static uint32_t ms32(uint64_t ms)
+{
+	return (uint32_t)ms;
+}
+
+/* True when 32-bit time now has reached deadline (wrap-safe within 2^31 ms). */
+static bool ms32_reached(uint32_t now, uint32_t deadline)
+{
+	return (int32_t)(now - deadline) >= 0;
+}
+
+static size_t spilled(const struct uconn *u)
+{
+	return u->spill ? u->spill->len : 0;
+}
+
+/* The connection's spill record, made on first use; NULL if out of memory. */
+static struct spill *spill_of(struct uconn *u)
+{
+	if (!u->spill)
+		u->spill = calloc(1, sizeof(*u->spill));
+	return u->spill;
+}
+
+/* Drops the spill record once it holds nothing: idle connections keep none. */
+static void spill_release(struct uconn *u)
+{
+	if (u->spill && !u->spill->buf && !u->spill->retired) {
+		free(u->spill);
+		u->spill = NULL;
+	}
 }
 
 /* A reset, or a send that failed: the connection closes at its next advance(). */
@@ -383,30 +538,44 @@ static void mark_broken(struct uconn *u)
 static void assert_bytes_held(const struct uconn *u)
 {
 	assert(u->life != UC_OPEN ||
-	       conn_unsent(&u->c) == (u->tx.bid != NOBUF ? u->tx.len : 0) + u->spill.len);
+	       conn_unsent(&u->c) == (u->tx.bid != NOBUF ? u->tx.len : 0) + spilled(u));
 	(void)u;
+}
+
+/*
+ * Adds a chunk of free slots to the table.  Only the directory of chunks is
+ * reallocated; a grown table wastes at most one chunk, never half of it.
+ */
+static bool add_chunk(struct worker *w)
+{
+	uint32_t n = w->nconns_cap / CONN_CHUNK;
+	struct uconn **dir = realloc(w->chunks, (n + 1) * sizeof(*dir));
+	struct uconn *chunk;
+
+	if (!dir)
+		return false;
+	w->chunks = dir;
+	chunk = calloc(CONN_CHUNK, sizeof(*chunk)); /* life: UC_FREE */
+	if (!chunk)
+		return false;
+	dir[n] = chunk;
+	for (uint32_t i = CONN_CHUNK; i-- > 0;) {
+		chunk[i].next_free = w->free_head;
+		w->free_head = w->nconns_cap + i;
+	}
+	w->nconns_cap += CONN_CHUNK;
+	return true;
 }
 
 /* A free slot in the connection table, growing it; UINT32_MAX if out of memory. */
 static uint32_t alloc_slot(struct worker *w)
 {
-	uint32_t idx, n = w->nconns_cap ? 2 * w->nconns_cap : 64;
-	struct uconn *t;
+	uint32_t idx;
 
-	if (w->free_head == UINT32_MAX) {
-		t = realloc(w->conns, n * sizeof(*t));
-		if (!t)
-			return UINT32_MAX;
-		memset(t + w->nconns_cap, 0, (n - w->nconns_cap) * sizeof(*t));
-		for (uint32_t i = n; i-- > w->nconns_cap;) {
-			t[i].next_free = w->free_head;
-			w->free_head = i;
-		}
-		w->conns = t;
-		w->nconns_cap = n;
-	}
+	if (w->free_head == UINT32_MAX && !add_chunk(w))
+		return UINT32_MAX;
 	idx = w->free_head;
-	w->free_head = w->conns[idx].next_free;
+	w->free_head = conn_at(w, idx)->next_free;
 	return idx;
 }
 
@@ -491,10 +660,10 @@ static void send_next(struct worker *w, uint32_t idx)
 	if (u->tx.bid != NOBUF) {
 		if (!prep_send(w, idx, buf_at(w, u->tx.bid), u->tx.len))
 			return;
-		u->tx.sent_ms = w->now;
-		u->tx.batch = w->batch;
+		u->tx.sent_ms = ms32(w->now);
+		u->tx.batch = (uint8_t)w->batch;
 		w->nring_sends++;
-	} else if ((n = spill_next(&u->spill, &p)) > 0) {
+	} else if (u->spill && (n = spill_next(u->spill, &p)) > 0) {
 		prep_send(w, idx, p, n);
 	}
 }
@@ -521,14 +690,17 @@ static void unpin(struct worker *w, uint32_t idx)
  */
 static void take(struct worker *w, struct uconn *u, int32_t bid, uint32_t len)
 {
-	if (!u->tx.busy && u->tx.bid == NOBUF && !u->spill.len) {
-		u->tx.bid = bid;
+	struct spill *sp;
+
+	if (!u->tx.busy && u->tx.bid == NOBUF && !spilled(u)) {
+		u->tx.bid = (int16_t)bid;
 		u->tx.len = len;
 		return;
 	}
 	/* A send in flight that is not from the ring reads the spilled bytes. */
-	if (spill_append(&w->spills, &u->spill, buf_at(w, bid), len,
-			 u->tx.busy && u->tx.bid == NOBUF) < 0)
+	sp = spill_of(u);
+	if (!sp ||
+	    spill_append(&w->spills, sp, buf_at(w, bid), len, u->tx.busy && u->tx.bid == NOBUF) < 0)
 		mark_broken(u);
 	recycle(w, bid);
 }
@@ -536,8 +708,11 @@ static void take(struct worker *w, struct uconn *u, int32_t bid, uint32_t len)
 /* A send from the ring landed with n bytes gone: keep the rest, return the buffer. */
 static void ring_sent(struct worker *w, struct uconn *u, size_t n)
 {
+	struct spill *sp;
+
 	if (n < u->tx.len && u->life == UC_OPEN &&
-	    spill_prepend(&w->spills, &u->spill, buf_at(w, u->tx.bid) + n, u->tx.len - n) < 0)
+	    (!(sp = spill_of(u)) ||
+	     spill_prepend(&w->spills, sp, buf_at(w, u->tx.bid) + n, u->tx.len - n) < 0))
 		mark_broken(u);
 	recycle(w, u->tx.bid);
 	u->tx.bid = NOBUF;
@@ -572,12 +747,14 @@ static void maybe_free(struct worker *w, uint32_t idx)
 		recycle(w, u->tx.bid);
 		u->tx.bid = NOBUF;
 	}
-	spill_free(&w->spills, &u->spill);
-	conn_ended(w->m, u->fd, &u->st, u->end);
+	if (u->spill)
+		spill_free(&w->spills, u->spill);
+	spill_release(u);
+	conn_ended(w->m, u->fd, &u->st, (enum conn_end)u->end);
 	close(u->fd);
 	if (u->rx.starved)
 		w->nstarved--;
-	if (u->drain_deadline)
+	if (u->draining)
 		w->ndraining--;
 	u->life = UC_FREE;
 	u->next_free = w->free_head;
@@ -594,11 +771,18 @@ static void start_close(struct worker *w, uint32_t idx, enum conn_end end)
 	if (u->life == UC_CLOSING)
 		return;
 	u->life = UC_CLOSING;
-	u->end = end;
+	u->end = (uint8_t)end;
 	cancel_recv(w, idx);
 	if (u->tx.busy)
 		cancel(w, UD(OP_SEND, 0, idx));
 	maybe_free(w, idx);
+}
+
+/* Bytes moved: the idle timeout starts again (a draining connection has its deadline there). */
+static void progress(struct worker *w, struct uconn *u)
+{
+	if (!u->draining)
+		u->last_ms = ms32(w->now);
 }
 
 /* Shuts the write side when conn.c says the echo is complete. */
@@ -609,7 +793,8 @@ static void maybe_shutdown(struct worker *w, struct uconn *u)
 	shutdown(u->fd, SHUT_WR);
 	conn_shutdown(&u->c);
 	if (conn_draining(&u->c)) {
-		u->drain_deadline = w->now + CONN_DRAIN_MS;
+		u->drain_deadline = ms32(w->now + CONN_DRAIN_MS);
+		u->draining = true;
 		w->ndraining++;
 	}
 }
@@ -654,9 +839,10 @@ static void advance(struct worker *w, uint32_t idx)
 	/*
 	 * A send queued in this batch has not been tried yet: most complete at
 	 * once (a bulk sender reaches backpressure at every full buffer), and
-	 * one that does not is unpinned by scan() within 2 * SCAN_MS.
+	 * one that does not is unpinned by scan() within 2 * SCAN_MS (which
+	 * also catches a send 256 batches old that the 8 bits mistake for new).
 	 */
-	if (conn_backpressured(&u->c) && u->tx.batch != w->batch)
+	if (conn_backpressured(&u->c) && u->tx.batch != (uint8_t)w->batch)
 		unpin(w, idx);
 	maybe_shutdown(w, u);
 	if (conn_done(&u->c)) {
@@ -705,17 +891,18 @@ static void on_header(struct worker *w, uint32_t idx, int res)
 		conn_stats_in(&u->st, w->m, (size_t)res);
 	r = proxy_stage_arrived(ps, (size_t)res);
 	if (r != PROXY_OK && r != PROXY_NEED_MORE) {
-		u->st.proxy_err = r;
+		conn_stats_refused(&u->st, r);
 		start_close(w, idx, conn_end_proxy(r));
 		return;
 	}
 	if (r == PROXY_OK) {
 		n = proxy_stage_data(ps, &data);
 		keep = n ? conn_borrowed_arrived(&u->c, n) : 0;
-		if (keep && spill_append(&w->spills, &u->spill, data, keep, false) < 0)
+		if (keep &&
+		    (!spill_of(u) || spill_append(&w->spills, u->spill, data, keep, false) < 0))
 			mark_broken(u);
 		proxy_stage_done(ps);
-		u->last_ms = w->now;
+		progress(w, u);
 	}
 	advance(w, idx);
 }
@@ -751,7 +938,7 @@ static void on_recv(struct worker *w, struct io_uring_cqe *cqe)
 		conn_stats_in(&u->st, w->m, (size_t)cqe->res);
 		if (conn_unsent(&u->c) > u->c.cap)
 			u->rx.sized = u->rx.overshot = true;
-		u->last_ms = w->now;
+		progress(w, u);
 	} else if (bid != NOBUF) {
 		recycle(w, bid); /* a buffer with nothing in it */
 	}
@@ -779,12 +966,13 @@ static void on_send(struct worker *w, struct io_uring_cqe *cqe)
 	if (n) {
 		conn_sent(&u->c, n);
 		conn_stats_out(&u->st, w->m, n);
-		u->last_ms = w->now;
+		progress(w, u);
 	}
 	if (u->tx.bid != NOBUF)
 		ring_sent(w, u, n);
-	else
-		spill_sent(&w->spills, &u->spill, n);
+	else if (u->spill)
+		spill_sent(&w->spills, u->spill, n);
+	spill_release(u);
 	advance(w, idx);
 }
 
@@ -820,7 +1008,7 @@ static void add_conn(struct worker *w, int fd)
 	u->life = UC_OPEN;
 	u->tx.bid = NOBUF;
 	u->rx.sized = true;
-	u->last_ms = w->now;
+	u->last_ms = ms32(w->now);
 	conn_stats_start(&u->st, fd, w->now);
 	u->st.proxy = ps;
 	w->live++;
@@ -1045,18 +1233,18 @@ static void scan(struct worker *w)
 		if (proxy_stage_pending(u->st.proxy)) {
 			/* Only the header's deadline applies until it is complete. */
 			if (now >= u->st.proxy->deadline) {
-				u->st.proxy_err = PROXY_ERR_TIMEOUT;
+				conn_stats_refused(&u->st, PROXY_ERR_TIMEOUT);
 				start_close(w, idx, CONN_END_PROXY_TIMEOUT);
 			} else if (grace_over) {
 				start_close(w, idx, CONN_END_GRACE);
 			}
-		} else if (idle_ms && !u->drain_deadline && now - u->last_ms >= (uint64_t)idle_ms) {
+		} else if (idle_ms && !u->draining && ms32(now) - u->last_ms >= (uint32_t)idle_ms) {
 			start_close(w, idx, CONN_END_IDLE);
-		} else if (u->drain_deadline && now >= u->drain_deadline) {
+		} else if (u->draining && ms32_reached(ms32(now), u->drain_deadline)) {
 			start_close(w, idx, conn_end_done(&u->c)); /* the echo was delivered */
 		} else if (grace_over) {
 			start_close(w, idx, CONN_END_GRACE);
-		} else if (u->tx.bid != NOBUF && now - u->tx.sent_ms >= SCAN_MS) {
+		} else if (u->tx.bid != NOBUF && ms32(now) - u->tx.sent_ms >= SCAN_MS) {
 			unpin(w, idx); /* the peer does not read: free the ring buffer */
 		}
 	}
@@ -1072,7 +1260,7 @@ static bool needs_timer(const struct worker *w)
 {
 	return ((w->srv->cfg->idle_timeout_ms || w->srv->cfg->proxy_protocol) && w->live) ||
 	       w->ndraining || w->stopping || w->nstarved || w->pause_until || w->full ||
-	       w->nring_sends;
+	       w->nring_sends || w->ring_target > RING_MIN || w->cold_pending; /* fit_ring() */
 }
 
 /*
@@ -1114,6 +1302,7 @@ static int run_batch(struct worker *w)
 		handle(w, &c);
 	if (w->ring_err)
 		return w->ring_err;
+	fit_ring(w);
 	if (w->nstarved && w->nfree)
 		starve_rearm(w);
 	if (needs_timer(w) && w->now >= w->next_scan) {
@@ -1157,18 +1346,23 @@ static void worker_free(struct worker *w)
 	bool quiet = w->live == 0;
 
 	for (uint32_t i = 0; i < w->nconns_cap; i++)
-		if (w->conns[i].life != UC_FREE)
-			close(w->conns[i].fd);
+		if (conn_at(w, i)->life != UC_FREE)
+			close(conn_at(w, i)->fd);
 	if (w->br)
 		io_uring_unregister_buf_ring(&w->ring, BUF_GROUP);
 	io_uring_queue_exit(&w->ring);
 	if (quiet) {
 		if (w->br)
 			munmap(w->br, w->br_bytes);
-		free(w->bufs);
+		if (w->bufs)
+			munmap(w->bufs, w->bufs_bytes);
 	}
+	free(w->spare);
+	free(w->released);
 	spill_pool_drain(&w->spills);
-	free(w->conns);
+	for (uint32_t i = 0; i < w->nconns_cap / CONN_CHUNK; i++)
+		free(w->chunks[i]);
+	free(w->chunks);
 	free(w->acc_armed);
 }
 

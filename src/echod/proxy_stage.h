@@ -29,6 +29,7 @@ struct proxy_stage {
 	uint64_t deadline;	     /* ms: no verdict by then is PROXY_ERR_TIMEOUT */
 	struct sockaddr_storage src; /* the client, when src_len > 0 */
 	socklen_t src_len;	     /* 0: use the real peer (LOCAL, UNKNOWN, UNSPEC) */
+	enum proxy_result err;	     /* a refusal's detail, for the log (conn_stats_refused) */
 };
 
 /* A stage for a connection accepted at now_ms; NULL if out of memory. */

@@ -57,6 +57,9 @@ static const struct opt bench_opts[] = {
 	{"timeout", 't', OPT_SECONDS, FIELD(timeout_ms), "S", 0, 3600, NULL,
 	 "a connection making no progress for S seconds is an error; a datagram unanswered for S "
 	 "seconds is lost (default 5; -u: 1)"},
+	{"busy-poll", 0, OPT_FLAG, FIELD(busy_poll), NULL, 0, 0, NULL,
+	 "each worker thread spins instead of sleeping, so a latency figure is the server's, "
+	 "not the client's wake-ups; keeps one CPU per thread 100% busy"},
 	{"json", 0, OPT_FLAG, FIELD(json), NULL, 0, 0, NULL, "print one JSON object, not a table"},
 	{"hist", 0, OPT_STR, FIELD(hist_path), "FILE", 0, 0, NULL,
 	 "write the latency distribution (microseconds) in HdrHistogram's text format"},

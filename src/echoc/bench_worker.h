@@ -38,6 +38,7 @@ struct bench_cfg {
 	long conns, size, depth, threads, rate;
 	long duration_ms, warmup_ms, timeout_ms;
 	bool udp, once, json;
+	bool busy_poll; /* spin: epoll_pwait2 never sleeps */
 	const char *hist_path;
 	enum bench_mode mode;
 	struct sockaddr_storage addr;

@@ -28,6 +28,7 @@ struct config {
 	bool no_sandbox;	  /* do not confine the process after start-up */
 	struct addr_list metrics; /* --metrics: where to serve /metrics (TCP only) */
 	bool proxy_protocol;	  /* every stream connection starts with a PROXY header */
+	bool busy_poll;		  /* epoll, uring: workers spin instead of sleeping */
 };
 
 #define CONFIG_ONCE_BUFFER   1024

@@ -27,6 +27,7 @@ int inetd_check_options(const struct config *cfg, char *why, size_t whylen)
 			    : cfg->workers		 ? "--workers"
 			    : strcmp(cfg->model, "auto") ? "--model"
 			    : cfg->max_conns		 ? "--max-conns"
+			    : cfg->busy_poll		 ? "--busy-poll"
 							 : NULL;
 
 	if (!clash)

@@ -191,7 +191,7 @@ install: all
 	install -m 644 man/echod.1 man/echoc.1 $(DESTDIR)$(PREFIX)/share/man/man1/
 
 format:
-	clang-format -i src/*/*.[ch] tests/unit/*.[ch] tests/fuzz/*.[ch]
+	clang-format -i src/*/*.[ch] tests/unit/*.[ch] tests/fuzz/*.[ch] bench/*.c
 
 clean:
 	rm -rf build build-*

@@ -1,7 +1,7 @@
 /*
  * floor.c - the latency floor: two threads that spin, no server logic.
  *
- *   build/echod-floor [-n ROUNDTRIPS] [-s BYTES] [--json] [--hist FILE]
+ *   build/echod-floor [-n ROUNDTRIPS] [-s BYTES] [--json] [--hist FILE] [-p PORT]
  *
  * A "server" thread pinned to CPU 0 and a "client" thread pinned to CPU 1
  * (where bench/run.sh puts echod and echoc) exchange one message of -s
@@ -15,6 +15,10 @@
  * last byte of the echo arrived, in the same histogram (src/echoc/hist.c),
  * so p50 and p99 mean the same.  Prints one line, or with --json one
  * object with the fields bench/lib.py reads from echoc bench --json.
+ *
+ * -p PORT: no server thread; the spinning client runs against the echo
+ * server on 127.0.0.1:PORT (pinned by the caller), so the server's share of
+ * a round trip shows without a load generator's own costs.
  */
 #include "clock.h"
 #include "hist.h"
@@ -120,6 +124,20 @@ static void run_client(const struct side *c, long warmup, struct hist *h)
 	}
 }
 
+/* A TCP connection to 127.0.0.1:port, without Nagle's delay (as echoc and echod do). */
+static int connect_to(uint16_t port)
+{
+	struct sockaddr_in addr = {.sin_family = AF_INET,
+				   .sin_port = htons(port),
+				   .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+
+	if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0)
+		err(1, "connect 127.0.0.1:%u", port);
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	return fd;
+}
+
 /* One loopback TCP connection: *a and *b are its two ends. */
 static void connect_pair(int *a, int *b)
 {
@@ -131,21 +149,18 @@ static void connect_pair(int *a, int *b)
 	if (l < 0 || bind(l, (struct sockaddr *)&addr, sizeof(addr)) < 0 || listen(l, 1) < 0 ||
 	    getsockname(l, (struct sockaddr *)&addr, &len) < 0)
 		err(1, "listener on 127.0.0.1");
-	*a = socket(AF_INET, SOCK_STREAM, 0);
-	if (*a < 0 || connect(*a, (struct sockaddr *)&addr, sizeof(addr)) < 0)
-		err(1, "connect");
+	*a = connect_to(ntohs(addr.sin_port));
 	*b = accept(l, NULL, NULL);
 	if (*b < 0)
 		err(1, "accept");
 	close(l);
-	/* As echoc and echod do: no Nagle delay on a small message. */
-	setsockopt(*a, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	setsockopt(*b, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: echod-floor [-n ROUNDTRIPS] [-s BYTES] [--json] [--hist FILE]\n");
+	fprintf(stderr,
+		"usage: echod-floor [-n ROUNDTRIPS] [-s BYTES] [--json] [--hist FILE] [-p PORT]\n");
 	exit(2);
 }
 
@@ -163,16 +178,16 @@ static long number(const char *opt, const char *v, long lo, long hi)
 	return n;
 }
 
-static void report(const struct hist *h, long n, size_t size, bool json, double secs)
+static void report(const struct hist *h, long n, size_t size, bool json, double secs,
+		   const char *label)
 {
 	double p50 = (double)hist_percentile(h, 50) / 1000.0;
 	double p99 = (double)hist_percentile(h, 99) / 1000.0;
 
 	if (!json) {
-		printf("floor: 2 spinning threads, 1 conn x %zu B over loopback TCP, %ld round "
-		       "trips: "
-		       "p50 %.1f us, p99 %.1f us\n",
-		       size, n, p50, p99);
+		printf("%s, 1 conn x %zu B over loopback TCP, %ld round trips: p50 %.1f us, p99 "
+		       "%.1f us\n",
+		       label, size, n, p50, p99);
 		return;
 	}
 	printf("{\"mode\": \"floor\", \"conns\": 1, \"size\": %zu, \"messages\": %ld, "
@@ -190,6 +205,7 @@ int main(int argc, char **argv)
 	size_t size = 64;
 	bool json = false;
 	const char *hist_path = NULL;
+	long port = 0; /* 0: the floor's own server thread */
 	struct side srv, cli;
 	struct hist h;
 	pthread_t tid;
@@ -203,6 +219,8 @@ int main(int argc, char **argv)
 			size = (size_t)number("-s", argv[++i], 1, MAX_BYTES);
 		else if (!strcmp(argv[i], "--json"))
 			json = true;
+		else if (!strcmp(argv[i], "-p"))
+			port = number("-p", argv[++i], 1, 65535);
 		else if (!strcmp(argv[i], "--hist") && i + 1 < argc)
 			hist_path = argv[++i];
 		else
@@ -210,16 +228,21 @@ int main(int argc, char **argv)
 	}
 	if (hist_init(&h) < 0)
 		errx(1, "out of memory");
-	connect_pair(&cli.fd, &srv.fd);
+	if (port)
+		cli.fd = connect_to((uint16_t)port);
+	else
+		connect_pair(&cli.fd, &srv.fd);
 	srv.cpu = SERVER_CPU, cli.cpu = CLIENT_CPU;
 	srv.size = cli.size = size;
 	srv.rounds = cli.rounds = n + n / 10;
-	if ((errno = pthread_create(&tid, NULL, serve, &srv)))
+	if (!port && (errno = pthread_create(&tid, NULL, serve, &srv)))
 		err(1, "pthread_create");
 	t0 = clock_now_ns();
 	run_client(&cli, n / 10, &h);
-	pthread_join(tid, NULL);
-	report(&h, n, size, json, (double)(clock_now_ns() - t0) / 1e9 * n / (n + n / 10));
+	if (!port)
+		pthread_join(tid, NULL);
+	report(&h, n, size, json, (double)(clock_now_ns() - t0) / 1e9 * n / (n + n / 10),
+	       port ? "spinning client against 127.0.0.1" : "floor: 2 spinning threads");
 	if (hist_path) {
 		f = fopen(hist_path, "w");
 		if (!f || hist_write_percentiles(&h, f, 1000.0) < 0 || fclose(f) == EOF)

@@ -9,8 +9,10 @@ Run with Debian's interpreter: /usr/bin/python3 -m pytest -q tests/bench
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -63,6 +65,29 @@ def test_the_floor_program_refuses_a_bad_option_in_one_line():
     r = subprocess.run([FLOOR, "-n", "0"], capture_output=True, text=True, timeout=10)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == ["echod-floor: -n 0: must be 1 to 100000000"]
+
+
+@pytest.mark.skipif(not os.access(FLOOR, os.X_OK), reason=f"{FLOOR} not built (make)")
+def test_the_floor_client_alone_measures_another_server():
+    """-p PORT: the spinning client against a server of the caller's (here a Python echo)."""
+    lst = socket.create_server(("127.0.0.1", 0))
+    lst.settimeout(30)
+
+    def echo():
+        conn, _ = lst.accept()
+        with conn:
+            while data := conn.recv(65536):
+                conn.sendall(data)
+
+    t = threading.Thread(target=echo, daemon=True)
+    t.start()
+    r = subprocess.run([FLOOR, "-n", "500", "-p", str(lst.getsockname()[1])],
+                       capture_output=True, text=True, timeout=60)
+    t.join(10)
+    lst.close()
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("spinning client against 127.0.0.1, 1 conn x 64 B")
+    assert "500 round trips: p50 " in r.stdout
 
 
 def test_the_floor_row_has_its_latency_and_no_server_figures(tmp_path, capsys):

@@ -11,7 +11,8 @@
 #   make unit       build and run the cmocka unit tests (tests/unit/)
 #   make clang      build everything with clang too, in build-clang/
 #   make bench      echod's models and other echo servers side by side, with
-#                   echoc bench as the load (bench/run.sh); SUITE=uring-vs-epoll,
+#                   echoc bench as the load (bench/run.sh), after the latency
+#                   floor (build/echod-floor); SUITE=uring-vs-epoll,
 #                   SUITE=idle (memory per idle connection), SUITE=udp,
 #                   SUITE=placement, SUITE=locality or SUITE=latency for a
 #                   subset, QUICK=1 for short runs; SUITE=million holds up to
@@ -119,13 +120,13 @@ FORCE:
 COMMON = common/net common/opts common/cpus
 ECHOD  = $(addprefix echod/,echod engine engine_iterative engine_threads \
            engine_epoll engine_uring workers spill privs conn conn_end log metrics metrics_http udp \
-           config proxy proxy_stage activation inetd sandbox locality) $(COMMON)
+           config proxy proxy_stage activation inetd sandbox locality busy_poll) $(COMMON)
 ECHOC  = $(addprefix echoc/,echoc echoc_config echoc_udp bench bench_pattern bench_worker \
            bench_tcp bench_udp bench_report hist) $(COMMON)
 UNIT   = conn conn_end net config hist bench udp log proxy activation epoll uring workers spill \
-         sandbox metrics cpus locality
+         sandbox metrics cpus locality busy_poll
 # Modules the unit tests link (the rest they #include whole, to reach statics).
-UNIT_OBJS = $(COMMON) echod/config echod/conn echod/conn_end echod/log echod/metrics echod/proxy \
+UNIT_OBJS = $(COMMON) echod/busy_poll echod/config echod/conn echod/conn_end echod/log echod/metrics echod/proxy \
             echod/proxy_stage echod/spill \
             echoc/echoc_config echoc/bench_pattern echoc/hist
 
@@ -133,12 +134,16 @@ INCLUDES_common = -Isrc/common
 INCLUDES_echod  = -Isrc/common -Isrc/echod
 INCLUDES_echoc  = -Isrc/common -Isrc/echoc
 
-all: $(B)/echod $(B)/echoc
+all: $(B)/echod $(B)/echoc $(B)/echod-floor
 
 $(B)/echod: $(ECHOD:%=$(B)/obj/%.o) $(CONFIG_STAMP)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) -pthread $(URING_LIBS) $(SECCOMP_LIBS) -lm
 $(B)/echoc: $(ECHOC:%=$(B)/obj/%.o) $(CONFIG_STAMP)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) -pthread -lm
+# The latency floor `make bench` prints first (bench/floor.c): echoc's histogram, nothing else.
+$(B)/echod-floor: bench/floor.c $(B)/obj/echoc/hist.o $(CONFIG_STAMP)
+	$(CC) $(ALL_CFLAGS) $(INCLUDES_echoc) $(ALL_LDFLAGS) -pthread -MMD -MP -o $@ $< \
+		$(filter %.o,$^) -pthread -lm
 # Objects go to $(B)/obj/<folder>/; $(*D) is the folder (common, echod or echoc) of the object.
 $(B)/obj/%.o: src/%.c $(CONFIG_STAMP)
 	@mkdir -p $(@D)
@@ -174,7 +179,7 @@ run:
 check:
 	@bash tests/check.sh
 
-# SUITE (matrix, uring-vs-epoll, udp, placement, locality, million) is passed on; QUICK and REPS reach
+# SUITE (matrix, uring-vs-epoll, udp, idle, placement, locality, latency, million) is passed on; QUICK and REPS reach
 # bench/run.sh through the environment (make exports command-line variables).
 bench: all
 	@bash bench/run.sh $(SUITE)
@@ -189,7 +194,7 @@ install: all
 	install -m 644 man/echod.1 man/echoc.1 $(DESTDIR)$(PREFIX)/share/man/man1/
 
 format:
-	clang-format -i src/*/*.[ch] tests/unit/*.[ch] tests/fuzz/*.[ch]
+	clang-format -i src/*/*.[ch] tests/unit/*.[ch] tests/fuzz/*.[ch] bench/*.c
 
 clean:
 	rm -rf build build-*

@@ -11,6 +11,7 @@
                                    without), and kmem
   lib.py kmem                      "TCP_MEM_PAGES SLAB_KB": the kernel's side, machine-wide
   lib.py row JSON_FILE ...         one TSV row of results from echoc bench --json
+  lib.py floor JSON_FILE SCENARIO  the TSV row of the latency floor (build/echod-floor --json)
 
 and the Markdown report, for bench/report.py: repeated runs of a server in a
 scenario become median [min-max].
@@ -302,6 +303,23 @@ def busy_median(runs):
                     for i in range(len(per_cpu[0])))
 
 
+FLOOR = "floor"  # the server name of build/echod-floor's rows: two spinning threads
+# The TSV's columns after scenario and server, in order (row() writes them).
+TSV_COLS = ["messages/s", "p50 us", "p99 us", "server CPU us/msg", "server RSS KiB",
+            "RSS delta KiB/conn", "errors", "mismatches", "notes", "total CPU us/msg (all CPUs)",
+            "load CPU us/msg", "busy % per CPU"]
+
+
+def floor(json_file, scenario):
+    """The floor's TSV row: its latency and rate; the server-side columns are "-"."""
+    with open(json_file) as f:
+        r = json.load(f)
+    cells = {"messages/s": f"{r['messages_per_s']:.0f}", "p50 us": f"{r['latency_us']['p50']:.1f}",
+             "p99 us": f"{r['latency_us']['p99']:.1f}", "errors": "0", "mismatches": "0",
+             "notes": "2 spinning threads, no server logic (bench/floor.c)"}
+    print("\t".join([scenario, FLOOR] + [cells.get(c, "-") for c in TSV_COLS]))
+
+
 def number(s):
     try:
         return float(s)
@@ -356,6 +374,8 @@ def best_ratios(groups):
     for sc, servers in groups.items():
         best = {"echod": (0, ""), "peer": (0, "")}
         for srv, (_, mps, _, clean) in servers.items():
+            if srv == FLOOR:
+                continue  # not a server: the bound every server is held to
             side = "echod" if srv.startswith("echod") else "peer"
             if clean and mps and mps > best[side][0]:
                 best[side] = (mps, srv)
@@ -383,9 +403,28 @@ def uring_vs_epoll(groups):
             out)
 
 
+def floor_ratios(groups):
+    """(title, header, rows): each server's latency over the floor's, per scenario; or None."""
+    out = []
+    for sc, servers in groups.items():
+        fl = servers.get(FLOOR)
+        if not fl:
+            continue
+        f50, f99 = number(fl[0][2].split()[0]), number(fl[0][3].split()[0])
+        for srv, (cells, _, _, _) in servers.items():
+            s50, s99 = number(cells[2].split()[0]), number(cells[3].split()[0])
+            if srv == FLOOR or not (s50 and s99 and f50 and f99):
+                continue
+            out.append([sc, srv, cells[2], f"{s50 / f50:.2f}", cells[3], f"{s99 / f99:.2f}"])
+    if not out:
+        return None
+    return ("latency against the floor (two spinning threads, bench/floor.c; medians)",
+            ["scenario", "server", "p50 us", "p50 / floor", "p99 us", "p99 / floor"], out)
+
+
 def summaries(groups):
     """The tables that follow the per-scenario ones, as (title, header, rows)."""
-    return [t for t in (best_ratios(groups), uring_vs_epoll(groups)) if t]
+    return [t for t in (best_ratios(groups), uring_vs_epoll(groups), floor_ratios(groups)) if t]
 
 
 def read_tsv(tsv):
@@ -427,5 +466,5 @@ def markdown(rows, facts, html):
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     rc = {"freeport": freeport, "waitport": waitport, "proc": proc, "kmem": kmem, "sample": sample,
-          "row": row}[cmd](*args)
+          "row": row, "floor": floor}[cmd](*args)
     sys.exit(rc or 0)

@@ -186,13 +186,15 @@ def label_bars(metric, measured):
     """
     pick = max if metric.higher else min
     clean = [b for b in measured if not b["problem"]]
-    if clean:
-        pick(clean, key=lambda b: b["value"])["best"] = True
-    peers = [b for b in clean if not charts.is_echod(b["server"])]
+    # The floor (bench/floor.c) is no server: neither the best nor what others are set against.
+    servers = [b for b in clean if b["server"] != lib.FLOOR]
+    if servers:
+        pick(servers, key=lambda b: b["value"])["best"] = True
+    peers = [b for b in servers if not charts.is_echod(b["server"])]
     ref = pick(peers, key=lambda b: b["value"]) if peers else None
     what = "best peer"
-    if ref is None and clean:
-        ref, what = pick(clean, key=lambda b: b["value"]), "best server"
+    if ref is None and servers:
+        ref, what = pick(servers, key=lambda b: b["value"]), "best server"
     for b in measured:
         b["label"] = charts.number(b["value"])
         if ref and ref["value"] > 0:

@@ -28,6 +28,17 @@
 #                   conns x 128 B; total system CPU per message from
 #                   /proc/stat (bench/locality.py, a runner of its own: the
 #                   server is not pinned to CPU 0 as everywhere else here)
+#   latency         is --busy-poll worth it?  echod -m epoll and -m uring with
+#                   --busy-poll (one worker: one CPU spinning) and without, on
+#                   1 conn x 64 B, against echoc bench --busy-poll and against
+#                   plain echoc bench; every figure is also set against the
+#                   floor below
+#
+# Every suite starts with the latency floor (build/echod-floor, bench/floor.c):
+# two threads pinned as the server and the load are, spinning on one loopback
+# connection with no server logic, REPS times; its line is printed first and it
+# is the "floor" row of the 1 conn x 64 B table (the latency suite's: the one
+# with echoc --busy-poll), with each server's ratio to it in the report.
 #
 #   QUICK=1   shorter runs (the whole matrix in under 2 minutes)
 #   REPS=N    repetitions of each run (default 1 for matrix, 3 otherwise);
@@ -60,6 +71,7 @@ ROOT=$(dirname "$HERE")
 B=${B:-build}
 ECHOD=$ROOT/$B/echod
 ECHOC=$ROOT/$B/echoc
+FLOOR=$ROOT/$B/echod-floor
 PY=/usr/bin/python3
 LIB="$PY $HERE/lib.py"
 OUT=$HERE/results
@@ -72,9 +84,9 @@ if [ "$SUITE" = million ]; then
 fi
 
 if [ -n "${QUICK:-}" ]; then
-	DUR=0.5 WARM=0.2 IDLE_WARM=0.6 IDLE_CONNS=1000 FORK_IDLE_CONNS=200
+	DUR=0.5 WARM=0.2 IDLE_WARM=0.6 IDLE_CONNS=1000 FORK_IDLE_CONNS=200 FLOOR_N=20000
 else
-	DUR=4 WARM=1 IDLE_WARM=2 IDLE_CONNS=5000 FORK_IDLE_CONNS=1000
+	DUR=4 WARM=1 IDLE_WARM=2 IDLE_CONNS=5000 FORK_IDLE_CONNS=1000 FLOOR_N=200000
 fi
 # Seconds a run costs beyond warm-up and window (start-up, connects, close),
 # from QUICK runs on a 2-CPU VM: 0.2 s for echod, 0.5 s on average over the
@@ -123,6 +135,8 @@ fi
 # key|title|echoc arguments|connections|kind
 SCENARIOS=(
 	"1x64|1 conn x 64 B|-c 1 -s 64|1|tcp"
+	# The load spins too (a CPU of its own), so the latency is the server's.
+	"1x64spin|1 conn x 64 B, echoc --busy-poll|-c 1 -s 64 --busy-poll|1|tcp"
 	"50x128|50 conns x 128 B|-c 50 -s 128|50|tcp"
 	"500x512|500 conns x 512 B|-c 500 -s 512 -T 1|500|tcp"
 	"50x64d16|50 conns x 64 B, depth 16|-c 50 -s 64 --depth 16|50|tcp"
@@ -135,8 +149,10 @@ SCENARIOS=(
 	"udp1|udp 1 x 64 B|-u -c 1 -s 64 -t 0.02|1|udp"
 )
 
-# Sets PICK (scenario keys), CANDIDATES (servers) and REPS for suite $1.
+# Sets PICK (scenario keys), CANDIDATES (servers) and REPS for suite $1, and
+# FLOOR_SCENARIO, the table the floor's rows go to.
 suite() {
+	FLOOR_SCENARIO=1x64
 	case $1 in
 	matrix)
 		PICK=(1x64 50x128 500x512 50x64d16 connrate bulk idle udp4)
@@ -162,8 +178,13 @@ suite() {
 		PICK=(1x64 50x128)
 		CANDIDATES=(echod-epoll@samecpu echod-epoll)
 		REPS=${REPS:-3} ;;
+	latency)
+		PICK=(1x64spin 1x64)
+		CANDIDATES=(echod-epoll-busy echod-uring-busy echod-epoll echod-uring)
+		FLOOR_SCENARIO=1x64spin
+		REPS=${REPS:-3} ;;
 	*)
-		echo "usage: bench/run.sh [matrix|uring-vs-epoll|idle|udp|placement|locality|million]" >&2
+		echo "usage: bench/run.sh [matrix|uring-vs-epoll|idle|udp|placement|locality|latency|million]" >&2
 		exit 2 ;;
 	esac
 }
@@ -269,7 +290,7 @@ available() {
 	local why="not installed, cannot install"
 	case $(base_server "$1") in
 	echod) return 0 ;;
-	echod-*) echod_runs "$(base_server "${1#echod-}")" && return 0; why=$(head -1 "$TMP/probe") ;;
+	echod-*) echod_runs "$(echod_model "$(base_server "$1")")" && return 0; why=$(head -1 "$TMP/probe") ;;
 	socat | socat-listen) need socat socat && return 0 ;;
 	ncat) need ncat ncat && return 0 ;;
 	xinetd) need xinetd xinetd && return 0 ;;
@@ -285,6 +306,12 @@ forks() { # servers that fork a process per connection
 	return 1
 }
 
+# echod-MODEL or echod-MODEL-busy (--busy-poll): the MODEL.
+echod_model() {
+	local m=${1#echod-}
+	echo "${m%-busy}"
+}
+
 # The command line of server $1 on PORT (TCP) or UPORT (UDP, 0 for a TCP run).
 server_cmd() { # NAME PORT UPORT ONCE
 	local name=$1 port=$2 uport=$3
@@ -292,8 +319,9 @@ server_cmd() { # NAME PORT UPORT ONCE
 	echod) # UDP does not depend on --model: one UDP worker, no rate limit.
 		CMD=("$ECHOD" -m epoll -w 1 -l "127.0.0.1:$uport" -q --grace 0 --udp --udp-rate 0) ;;
 	echod-*)
-		CMD=("$ECHOD" -m "${name#echod-}" -l "127.0.0.1:$port" -q --grace 0)
-		case ${name#echod-} in epoll | uring) CMD+=(-w 1) ;; esac
+		CMD=("$ECHOD" -m "$(echod_model "$name")" -l "127.0.0.1:$port" -q --grace 0)
+		case $(echod_model "$name") in epoll | uring) CMD+=(-w 1) ;; esac
+		case $name in *-busy) CMD+=(--busy-poll) ;; esac
 		[ "$4" = 1 ] && CMD+=(--once) ;;
 	socat-listen) CMD=(socat "UDP4-LISTEN:$uport,bind=127.0.0.1,reuseaddr" PIPE) ;;
 	socat)
@@ -425,6 +453,23 @@ keep_run_files() { # N
 	return 0
 }
 
+# The latency floor, REPS times: rows "floor" of scenario FLOOR_SCENARIO.
+run_floor() {
+	local title i
+	IFS='|' read -r _ title _ <<<"$(scenario "$FLOOR_SCENARIO")"
+	for i in $(seq "$REPS"); do
+		rm -f "$TMP/result.hgrm"
+		if ! timeout 120 "$FLOOR" -n "$FLOOR_N" --json --hist "$TMP/result.hgrm" \
+			>"$TMP/result.json" 2>"$TMP/floor.err"; then
+			note "floor did not run: $(head -c 200 "$TMP/floor.err")"
+			return
+		fi
+		$LIB floor "$TMP/result.json" "$title" >>"$TSV"
+		echo "bench: floor $i/$REPS ($title): $(tail -1 "$TSV" | cut -f3-5)" >&2
+		keep_run_files "$(wc -l <"$TSV")"
+	done
+}
+
 # ---------------------------------------------------------------- the run
 
 # Fills RUNS with "KEY|SERVER", repetition by repetition, servers alternating;
@@ -456,6 +501,7 @@ machine_facts() {
 	echo "- echod: $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)"
 	echo "- peers: socat $(socat -V 2>/dev/null | sed -n 2p | awk '{print $3}'), ncat $(ncat --version 2>&1 | awk '{print $3; exit}'), xinetd $(xinetd -version 2>&1 | awk '{print $1; exit}'), node $(node --version 2>/dev/null), $(go version 2>/dev/null | awk '{print $3}')"
 	echo "- load: echoc bench; pinning: server ${PIN_SERVER:-none}, load ${PIN_LOAD:-none}; echod epoll/uring with -w 1 (one CPU)"
+	echo "- floor: build/echod-floor -n $FLOOR_N (bench/floor.c), two spinning threads pinned to CPU 0 (server) and 1 (load), no server logic; echod-MODEL-busy is echod --busy-poll"
 	echo "- each run: ${WARM} s warm-up (idle: ${IDLE_WARM} s) then ${DUR} s measured; a fresh server per run"
 	echo "- repetitions: $REPS, servers alternating; with more than one, each figure is the median [min-max]"
 	echo "- CPU per message: server utime+stime (whole process tree) over the measured window / messages"
@@ -476,14 +522,15 @@ machine_facts() {
 main() {
 	local run t0=$SECONDS
 	suite "$SUITE"
-	SERVERS=()
-	for srv in "${CANDIDATES[@]}"; do available "$srv" && SERVERS+=("$srv"); done
-	plotting
-	plan
 	RUN=$OUT/$SUITE-$STAMP
 	mkdir -p "$RUN/runs"
 	TSV=$RUN.tsv
 	: >"$TSV"
+	run_floor
+	SERVERS=()
+	for srv in "${CANDIDATES[@]}"; do available "$srv" && SERVERS+=("$srv"); done
+	plotting
+	plan
 	for run in "${RUNS[@]}"; do run_one "${run%%|*}" "${run#*|}"; done
 	if [ "$SUITE" = matrix ]; then
 		note "ncat: not run for UDP (not attempted)"

@@ -62,6 +62,9 @@ static const struct opt bench_opts[] = {
 	{"cpus", 0, OPT_STR, FIELD(cpus_arg), "LIST", 0, 0, NULL,
 	 "pin load thread i to the i-th CPU of LIST (as 0-3,8; round robin when -T is larger), "
 	 "so the load's CPUs are known when measuring a pinned server (default: unpinned)"},
+	{"busy-poll", 0, OPT_FLAG, FIELD(busy_poll), NULL, 0, 0, NULL,
+	 "each worker thread spins instead of sleeping, so a latency figure is the server's, "
+	 "not the client's wake-ups; keeps one CPU per thread 100% busy"},
 	{"json", 0, OPT_FLAG, FIELD(json), NULL, 0, 0, NULL, "print one JSON object, not a table"},
 	{"source", 0, OPT_STR, FIELD(source_arg), "A[-B]", 0, 0, NULL,
 	 "TCP: bind each connection to one of these local addresses in turn, numeric: one "

@@ -188,6 +188,7 @@ static void print_json(const struct bench_cfg *c, const struct bench_totals *t, 
 	       "\"duration_s\": %.3f, ",
 	       bench_mode_names[c->mode], c->udp ? "true" : "false", c->target, c->conns, c->size,
 	       c->depth, c->threads, c->rate, (double)c->warmup_ms / 1000.0, secs);
+	printf("\"busy_poll\": %s, ", c->busy_poll ? "true" : "false");
 	printf("\"messages\": %llu, \"messages_per_s\": %.1f, \"mbytes_per_s\": %.3f, ",
 	       (unsigned long long)t->messages, per_s(t->messages, secs),
 	       per_s(t->bytes, secs) / 1e6);

@@ -294,6 +294,9 @@ static struct timespec wait_time(const struct bench_worker *w, uint64_t now)
 	struct timespec ts = {0, 0};
 	uint64_t until = w->next_sweep;
 
+	if (w->cfg->busy_poll)
+		return ts; /* --busy-poll: look and come back at once, never sleep */
+
 	if (w->pace.on && w->pace.step_ns > 0) {
 		uint64_t next =
 			w->pace.start_ns + (uint64_t)((double)w->pace.next * w->pace.step_ns);

@@ -53,6 +53,9 @@ static const struct opt echod_opts[] = {
 	 "connection to the "
 	 "worker on the CPU that receives it; auto (default): the CPUs echod may run on, when "
 	 "there is one worker for each; off: no pinning"},
+	{"busy-poll", 0, OPT_FLAG, FIELD(busy_poll), NULL, 0, 0, NULL,
+	 "epoll and uring: each worker spins on its sockets instead of sleeping, for the lowest "
+	 "latency; each worker keeps one CPU 100% busy even with no client (see echod(1))"},
 	{"no-sandbox", 0, OPT_FLAG, FIELD(no_sandbox), NULL, 0, 0, NULL,
 	 "do not confine the process after start-up (seccomp, Landlock, no new privileges)"},
 	{"metrics", 0, OPT_ADDR, FIELD(metrics), "ADDR", 0, 0, NULL,
@@ -177,6 +180,11 @@ static int validate(struct config *cfg, char *err, size_t errlen)
 
 	if (cfg->workers && blocking) {
 		snprintf(err, errlen, "--workers applies to the epoll and uring models, not %s",
+			 cfg->model);
+		return -EINVAL;
+	}
+	if (cfg->busy_poll && blocking) {
+		snprintf(err, errlen, "--busy-poll applies to the epoll and uring models, not %s",
 			 cfg->model);
 		return -EINVAL;
 	}

@@ -7,6 +7,7 @@
  * watches and shuts the listeners, the second one kills the process at once.
  */
 #include "activation.h"
+#include "busy_poll.h"
 #include "config.h"
 #include "engine.h"
 #include "inetd.h"
@@ -389,8 +390,9 @@ static void log_engine(const struct server *srv, const struct engine *e, const c
 	if (passed_over[0])
 		log_info("%s; using %s", passed_over, e->name);
 	if (e->has_workers)
-		log_info("engine %s, %d worker%s", e->name, srv->workers,
-			 srv->workers == 1 ? "" : "s");
+		log_info("engine %s, %d worker%s%s", e->name, srv->workers,
+			 srv->workers == 1 ? "" : "s",
+			 srv->cfg->busy_poll ? ", busy-polling: each keeps a CPU busy" : "");
 	else if (!strcmp(e->name, "threads"))
 		log_info("engine threads, one thread per connection");
 	else
@@ -555,6 +557,8 @@ int main(int argc, char **argv)
 	srv.serves_udp = udp != NULL;
 	metrics_http_announce(mh);
 	mark_listening(&st, true);
+	if (cfg.busy_poll)
+		busy_poll_listeners(&srv); /* while echod may still hold CAP_NET_ADMIN */
 	if (cfg.user && privs_drop(&privs, why, sizeof(why)) < 0)
 		errx(1, "%s", why);
 	if (metrics_init(&srv.metrics, srv.workers) < 0)

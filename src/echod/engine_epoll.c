@@ -25,10 +25,17 @@
  * its header buffer (proxy_stage.h), not into a lent one; the bytes after
  * the header are copied into a lent buffer as if just read.
  *
+ * --busy-poll: epoll_wait(2) gets a timeout of 0 and the loop goes round
+ * again at once, so a worker never sleeps and no message waits for a
+ * wake-up; the deadlines are checked every turn as always, and the stop
+ * is an event like any other, seen on the next turn.  The epoll instance
+ * also gets the kernel's busy-poll parameters (busy_poll.h).
+ *
  * Trade-off: Linux only.  Needs Linux 4.5 for EPOLLEXCLUSIVE.
  */
 #include "engine.h"
 
+#include "busy_poll.h"
 #include "clock.h"
 #include "conn.h"
 #include "conn_end.h"
@@ -585,17 +592,20 @@ static void dispatch(struct worker *w, const struct epoll_event *ev)
 static int serve(void *ctx, int index)
 {
 	struct worker *w = &((struct epoll_engine *)ctx)->w[index];
+	bool spin = w->srv->cfg->busy_poll;
 	struct epoll_event ev[EVENTS_MAX];
 	int n;
 
 	while (!w->stopping || w->nconns > 0) {
-		n = epoll_wait(w->epfd, ev, EVENTS_MAX, next_timeout(w));
+		n = epoll_wait(w->epfd, ev, EVENTS_MAX, spin ? 0 : next_timeout(w));
 		if (n < 0 && errno != EINTR) {
 			close_all(w, CONN_END_RESET);
 			return -errno;
 		}
 		for (int i = 0; i < n; i++)
 			dispatch(w, &ev[i]);
+		if (n <= 0 && spin)
+			cpu_relax();
 		expire(w);
 	}
 	return 0;
@@ -633,6 +643,8 @@ static int setup(void *ctx, int index)
 				(struct source){.kind = SRC_LISTENER, .fd = srv->listeners[i].fd};
 	if (watch(w, &w->stop) < 0 || watch(w, &w->wake) < 0)
 		return -errno;
+	if (srv->cfg->busy_poll)
+		busy_poll_epoll(w->epfd, index == 0); /* soft: the spin works without it */
 	return set_listening(w, true);
 }
 

@@ -23,6 +23,10 @@
  * header buffer, not the ring's (on_header()); the bytes after the header
  * are spilled as if just received, then reads go to the ring as always.
  *
+ * --busy-poll: each batch submits and collects completions without waiting
+ * (io_uring_submit_and_get_events(): an io_uring_enter that runs the ring's
+ * deferred work but never sleeps), and the next batch follows at once.
+ *
  * Needs Linux 6.0 and liburing 2.2 (probe() checks); built without
  * liburing, the file compiles to a probe() that says so.  The choices and
  * their measurements are in docs/engines.md.  Test-only:
@@ -32,6 +36,7 @@
 
 #ifdef HAVE_LIBURING
 
+#include "busy_poll.h"
 #include "clock.h"
 #include "conn.h"
 #include "conn_end.h"
@@ -1281,15 +1286,32 @@ static bool next_cqe(struct worker *w, struct io_uring_cqe *out)
 	return false;
 }
 
+/*
+ * Submits everything queued and makes the completions visible: waits for
+ * one (up to SCAN_MS when a timer is due), or, with --busy-poll, not at
+ * all.  Enters the kernel even with nothing to submit, because with
+ * IORING_SETUP_DEFER_TASKRUN completions are posted only then.
+ */
+static int submit_and_collect(struct worker *w)
+{
+	struct __kernel_timespec ts = {.tv_nsec = SCAN_MS * 1000000L};
+	struct io_uring_cqe *cqe;
+
+	if (w->srv->cfg->busy_poll)
+		return io_uring_submit_and_get_events(&w->ring);
+	return io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, needs_timer(w) ? &ts : NULL,
+						NULL);
+}
+
 /* One batch: submit everything queued, wait for completions, handle them all. */
 static int run_batch(struct worker *w)
 {
-	struct __kernel_timespec ts = {.tv_nsec = SCAN_MS * 1000000L};
-	struct io_uring_cqe *cqe, c;
+	struct io_uring_cqe c;
+	bool any = false;
 	int rc;
 
 	flush_bufs(w);
-	rc = io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, needs_timer(w) ? &ts : NULL, NULL);
+	rc = submit_and_collect(w);
 	/*
 	 * -EBUSY: the CQ overflowed, so nothing was submitted; consuming the
 	 * completions below is the remedy, and the next batch submits.
@@ -1298,8 +1320,12 @@ static int run_batch(struct worker *w)
 		return rc;
 	w->now = clock_now_ms();
 	w->batch++;
-	while (next_cqe(w, &c))
+	while (next_cqe(w, &c)) {
 		handle(w, &c);
+		any = true;
+	}
+	if (!any && w->srv->cfg->busy_poll)
+		cpu_relax();
 	if (w->ring_err)
 		return w->ring_err;
 	fit_ring(w);

@@ -28,6 +28,7 @@ int inetd_check_options(const struct config *cfg, char *why, size_t whylen)
 			    : strcmp(cfg->model, "auto")	? "--model"
 			    : cfg->max_conns			? "--max-conns"
 			    : strcmp(cfg->cpu_affinity, "auto") ? "--cpu-affinity"
+			    : cfg->busy_poll			? "--busy-poll"
 								: NULL;
 
 	if (!clash)

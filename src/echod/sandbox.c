@@ -40,6 +40,7 @@
  */
 #include "sandbox.h"
 
+#include "busy_poll.h"
 #include "config.h"
 #include "engine.h"
 #include "log.h"
@@ -283,6 +284,11 @@ static const struct rule uring_calls[] = {
 	WHEN(sched_setaffinity, 0, 0xffffffff, 0),
 };
 
+/* epoll --busy-poll: each worker sets its epoll instance's busy-poll parameters. */
+static const struct rule epoll_busy_poll_calls[] = {
+	WHEN(ioctl, 1, 0xffffffff, EPIOCSPARAMS),
+};
+
 /* --udp: batched datagrams, a wake-up pipe. */
 static const struct rule udp_calls[] = {
 	ANY(recvmmsg),
@@ -471,8 +477,11 @@ static int add_refusals(scmp_filter_ctx ctx)
 static int build_filter(scmp_filter_ctx ctx, const struct server *srv, const char *engine,
 			int *ncalls)
 {
-	struct table parts[6] = {TABLE(base_calls), engine_table(engine)};
+	struct table parts[7] = {TABLE(base_calls), engine_table(engine)};
 	int nparts = 2, rc;
+
+	if (srv->cfg->busy_poll && !strcmp(engine, "epoll"))
+		parts[nparts++] = TABLE(epoll_busy_poll_calls);
 
 	if (srv->serves_udp)
 		parts[nparts++] = TABLE(udp_calls);

@@ -88,6 +88,14 @@ static const struct parse_case echod_cases[] = {
 	{{"echod", "-m", "iterative", "-w", "2"}, OPTS_ERROR,
 	 "--workers applies to the epoll and uring models, not iterative"},
 	{{"echod", "--model", "threads"}, OPTS_OK, "model=threads workers=0"},
+	{{"echod"}, OPTS_OK, "busy-poll=0"},
+	{{"echod", "--busy-poll"}, OPTS_OK, "busy-poll=1 model=auto"},
+	{{"echod", "--busy-poll", "-m", "epoll", "-w", "3"}, OPTS_OK, "busy-poll=1 model=epoll workers=3"},
+	{{"echod", "-m", "uring", "--busy-poll"}, OPTS_OK, "busy-poll=1 model=uring"},
+	{{"echod", "--busy-poll", "-m", "threads"}, OPTS_ERROR,
+	 "--busy-poll applies to the epoll and uring models, not threads"},
+	{{"echod", "-m", "iterative", "--busy-poll"}, OPTS_ERROR,
+	 "--busy-poll applies to the epoll and uring models, not iterative"},
 	{{"echod", "-m", "iterative", "--once"}, OPTS_OK, "model=iterative once=1 buffer=1024"},
 	{{"echod", "--model", "foo"}, OPTS_ERROR,
 	 "--model foo: must be one of auto|epoll|uring|threads|iterative"},
@@ -176,6 +184,8 @@ static void echod_value(const struct config *cfg, const char *key, char *buf, si
 		snprintf(buf, len, "%ld", cfg->max_conns);
 	else if (!strcmp(key, "once"))
 		snprintf(buf, len, "%d", cfg->once);
+	else if (!strcmp(key, "busy-poll"))
+		snprintf(buf, len, "%d", cfg->busy_poll);
 	else if (!strcmp(key, "verbose"))
 		snprintf(buf, len, "%ld", cfg->verbose);
 	else if (!strcmp(key, "quiet"))

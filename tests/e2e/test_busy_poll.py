@@ -1,0 +1,131 @@
+"""--busy-poll: echod's epoll and uring workers, and echoc bench, spin instead of sleeping.
+
+What a user would notice: every byte still comes back in order, the timers
+(idle timeout, grace) still fire, a stop signal still ends echod at once,
+the sandbox still lets it run, and a spinning worker really keeps its CPU
+busy.  The models that block in the kernel refuse the option.  Speed is
+never asserted here (the machine is shared); `make bench SUITE=latency`
+measures it.
+"""
+
+import json
+import os
+import select
+import signal
+import time
+
+import pytest
+
+from conftest import MODELS, cpu_seconds, echo_stream, recv_until_eof
+
+SPIN_MODELS = [m for m in ("epoll", "uring") if m in MODELS]
+EXIT_TIMEOUT = 2.0  # a sleeping echod exits in milliseconds; a shared CPU adds some
+PAYLOAD = os.urandom(200_000)
+
+
+def start(echod, model, workers, *args):
+    srv = echod("-m", model, "-w", str(workers), "--busy-poll", "-v", *args)
+    srv.wait_for_line(rf"^echod: engine {model}, {workers} workers?, busy-polling")
+    return srv
+
+
+def stop_within(srv, seconds):
+    """SIGTERM; asserts a clean exit (status 0) within seconds; returns the time taken."""
+    t0 = time.monotonic()
+    srv.signal(signal.SIGTERM)
+    code = srv.proc.wait(timeout=seconds + 10)
+    took = time.monotonic() - t0
+    assert code == 0, srv.stderr_lines
+    assert took < seconds, f"echod --busy-poll took {took:.2f} s to stop"
+    return took
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+@pytest.mark.parametrize("model", SPIN_MODELS)
+def test_busy_poll_echoes_byte_exact_in_the_sandbox(echod, model, workers):
+    srv = start(echod, model, workers)
+    said = srv.wait_for_line(r"^echod: sandbox: (.*)$").group(1)
+    assert "no seccomp" in said or "seccomp allows" in said, said
+    conns = [srv.connect(timeout=10) for _ in range(workers + 1)]
+    try:
+        for i, s in enumerate(conns):
+            data = PAYLOAD[i:] + bytes([i])
+            assert echo_stream(s, data, timeout=30) == data
+    finally:
+        for s in conns:
+            s.close()
+    stop_within(srv, EXIT_TIMEOUT)
+
+
+@pytest.mark.parametrize("model", SPIN_MODELS)
+def test_busy_poll_stops_at_once_on_sigterm(echod, model):
+    srv = start(echod, model, 3)
+    with srv.connect() as s:
+        assert echo_stream(s, b"one\n") == b"one\n"
+    stop_within(srv, EXIT_TIMEOUT)
+
+
+@pytest.mark.parametrize("model", SPIN_MODELS)
+def test_busy_poll_still_ends_the_grace_period(echod, model):
+    """An idle connection holds a spinning echod only until --grace ends."""
+    srv = start(echod, model, 1, "--grace", "0.3")
+    with srv.connect() as s:
+        s.sendall(b"x")
+        assert s.recv(1) == b"x"
+        took = stop_within(srv, 0.3 + EXIT_TIMEOUT)
+        assert took >= 0.25, f"stopped after {took:.2f} s, before the grace period ended"
+        assert recv_until_eof(s, timeout=1) == b""
+
+
+@pytest.mark.parametrize("model", SPIN_MODELS)
+def test_busy_poll_still_closes_idle_connections(echod, model):
+    srv = start(echod, model, 1, "--idle-timeout", "0.3")
+    with srv.connect() as s:
+        t0 = time.monotonic()
+        assert recv_until_eof(s, timeout=5) == b""
+        assert time.monotonic() - t0 >= 0.25
+    srv.wait_for_line(r"end=idle")
+
+
+@pytest.mark.parametrize("model", SPIN_MODELS)
+def test_busy_poll_keeps_a_cpu_busy_with_no_client(echod, model):
+    """What --help warns of; a sleeping worker would use next to nothing.
+
+    The bound is low because other work may share the CPU; idle, echod uses ~0.
+    """
+    srv = start(echod, model, 1)
+    cpu0, t0 = cpu_seconds(srv.proc.pid), time.monotonic()
+    select.select([], [], [], 0.5)
+    cpu, wall = cpu_seconds(srv.proc.pid) - cpu0, time.monotonic() - t0
+    assert cpu > 0.05 * wall, f"echod --busy-poll used {cpu:.2f} s of CPU in {wall:.2f} s"
+
+
+@pytest.mark.parametrize("model", ["threads", "iterative"])
+def test_busy_poll_is_refused_where_threads_block(run_echod, model):
+    res = run_echod("-m", model, "--busy-poll")
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [
+        f"echod: --busy-poll applies to the epoll and uring models, not {model} (see --help)"]
+
+
+def test_busy_poll_is_refused_with_inetd(run_echod):
+    res = run_echod("--inetd", "--busy-poll")
+    assert res.returncode == 2
+    assert "cannot use --busy-poll with --inetd" in res.stderr
+
+
+def test_help_says_busy_poll_keeps_a_cpu_busy(run_echod, run_echoc):
+    assert "one CPU 100% busy" in run_echod("--help").stdout
+    assert b"100% busy" in run_echoc("bench", "--help").stdout
+
+
+@pytest.mark.parametrize("model", SPIN_MODELS)
+def test_bench_busy_poll_verifies_every_echo(echod, run_echoc, model):
+    srv = echod("-m", model, "-w", "1", "--busy-poll", "-q")
+    res = run_echoc("bench", "--busy-poll", "--json", "-c", "2", "-s", "64", "-d", "0.5",
+                    srv.target, timeout=30)
+    assert res.returncode == 0, res.stderr.decode()
+    report = json.loads(res.stdout)
+    assert report["busy_poll"] is True
+    assert report["messages"] > 0
+    assert report["errors"] == 0 and report["mismatches"] == 0

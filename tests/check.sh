@@ -19,6 +19,8 @@
 #   ECHOD_MODELS   models for the end-to-end runs (default: conftest.py's, i.e. all)
 #   CHECK_JOBS     parallel make jobs (default: number of CPUs)
 #   CHECK_FUZZ_S   seconds of fuzzing per libFuzzer target (default 10)
+#   CHECK_E2E_JOBS test files run at once in an end-to-end step (pytest-xdist;
+#                  default: CPUs + 1; 1 runs them one after the other)
 #   PYTHON         interpreter with pytest (default /usr/bin/python3: Debian's
 #                  python3-pytest; a pyenv python3 first on PATH may lack pytest)
 set -eEuo pipefail
@@ -39,6 +41,12 @@ TEST_TIMEOUT=120 # any single end-to-end test
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-/usr/bin/python3}
 JOBS=${CHECK_JOBS:-$(nproc 2>/dev/null || echo 2)}
+# An end-to-end test spends most of its time waiting (for a timeout, a grace
+# period, a silence it measures, a server starting): the plain suite used 76 s
+# of CPU in 274 s.  So the test files are spread over CPUs + 1 pytest
+# processes (pytest-xdist), each file's tests in order on one of them
+# (--dist loadfile: a file's tests never run beside each other).
+E2E_JOBS=${CHECK_E2E_JOBS:-$((JOBS + 1))}
 LOGDIR=build/check-logs
 # Options of the parent make (a jobserver it did not share, -k, ...) must not leak
 # into the builds below; variables given to `make check` are in the environment.
@@ -318,6 +326,17 @@ timeout_arg()
 	fi
 }
 
+# pytest-xdist's options for E2E_JOBS processes (none for 1, or without it).
+parallel_args()
+{
+	[ "$E2E_JOBS" -gt 1 ] || return 0
+	if "$PYTHON" -c 'import xdist' 2>/dev/null; then
+		echo "-n $E2E_JOBS --dist loadfile"
+	else
+		echo "WARNING: pytest-xdist missing: the end-to-end tests run one at a time" >&2
+	fi
+}
+
 # e2e_tests NAME DIR MODELS [PREFIX...]: the pytest suite against DIR's
 # binaries, on MODELS (empty: conftest.py's default, every model).
 e2e_tests()
@@ -328,7 +347,7 @@ e2e_tests()
 	[ -n "$models" ] || cmd+=(-u ECHOD_MODELS)
 	cmd+=(ECHOD_BIN="$PWD/$dir/echod" ECHOC_BIN="$PWD/$dir/echoc")
 	[ -z "$models" ] || cmd+=(ECHOD_MODELS="$models")
-	args+=($(timeout_arg))
+	args+=($(timeout_arg) $(parallel_args))
 	run "$E2E_TIMEOUT" "$@" "${cmd[@]}" "$PYTHON" -m pytest "${args[@]}" 2>&1 | tee "$log" ||
 		rc=$?
 	count_pytest "$log"

@@ -13,7 +13,8 @@
 #      suite on epoll and on whatever auto picks, and the build-configuration
 #      tests (tests/build/: a tree built before liburing was installed)
 #   5. ASan+UBSan build: unit tests, then the end-to-end suite on every model
-#   6. TSan build: the end-to-end suite on the models that use threads
+#   6. TSan build: the end-to-end suite on the models that use threads,
+#      less the tests marked no_threads (no process of theirs starts a thread)
 #
 # Environment (all optional):
 #   ECHOD_MODELS   models for the end-to-end runs (default: conftest.py's, i.e. all)
@@ -337,13 +338,15 @@ parallel_args()
 	fi
 }
 
-# e2e_tests NAME DIR MODELS [PREFIX...]: the pytest suite against DIR's
-# binaries, on MODELS (empty: conftest.py's default, every model).
+# e2e_tests NAME DIR MODELS MARKS [PREFIX...]: the pytest suite against DIR's
+# binaries, on MODELS (empty: conftest.py's default, every model), the tests
+# that MARKS selects (a pytest -m expression; empty: every test).
 e2e_tests()
 {
-	local dir=$2 models=$3 log=$LOGDIR/e2e-$1.log rc=0
+	local dir=$2 models=$3 marks=$4 log=$LOGDIR/e2e-$1.log rc=0
 	local cmd=(env) args=(tests/e2e -q -rfEs -p no:cacheprovider)
-	shift 3
+	shift 4
+	[ -z "$marks" ] || args+=(-m "$marks")
 	[ -n "$models" ] || cmd+=(-u ECHOD_MODELS)
 	cmd+=(ECHOD_BIN="$PWD/$dir/echod" ECHOC_BIN="$PWD/$dir/echoc")
 	[ -z "$models" ] || cmd+=(ECHOD_MODELS="$models")
@@ -409,7 +412,7 @@ main()
 	step_done
 
 	step "end-to-end tests (models: ${ECHOD_MODELS:-all})"
-	e2e_tests plain build "${ECHOD_MODELS:-}"
+	e2e_tests plain build "${ECHOD_MODELS:-}" ""
 	step_done
 
 	step "soak (short: ${CHECK_SOAK_S:-15} s per engine)"
@@ -426,7 +429,7 @@ main()
 	step_done
 
 	step "end-to-end tests without liburing (models: epoll, and auto's pick)"
-	e2e_tests nouring $nouring epoll
+	e2e_tests nouring $nouring epoll ""
 	step_done
 
 	step "build configurations (tests/build/)"
@@ -445,7 +448,7 @@ main()
 
 	step "end-to-end tests (ASan+UBSan, models: ${ECHOD_MODELS:-all})"
 	sanitizer_env asan-e2e
-	e2e_tests asan $asan "${ECHOD_MODELS:-}"
+	e2e_tests asan $asan "${ECHOD_MODELS:-}" ""
 	step_done
 
 	# libFuzzer (clang's libclang-rt-dev): replay tests/fuzz/regressions, then a short fuzz.
@@ -464,7 +467,10 @@ main()
 
 		step "end-to-end tests (TSan, models: $models)"
 		sanitizer_env tsan-e2e
-		e2e_tests tsan $tsan "$models" "${TSAN_PREFIX[@]}"
+		# Not the tests marked no_threads: their processes never start a
+		# second thread, so ThreadSanitizer has nothing to look at there
+		# (docs/testing.md, "What make check runs").
+		e2e_tests tsan $tsan "$models" "not no_threads" "${TSAN_PREFIX[@]}"
 		restore_rnd_bits
 		step_done
 	fi

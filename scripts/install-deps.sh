@@ -24,8 +24,9 @@ BUILD_PACKAGES="liburing-dev libseccomp-dev"
 #   haproxy              contrib/haproxy, test_haproxy.py (--proxy-protocol behind a balancer)
 #   python3-yaml         contrib/kubernetes's manifests
 #   prometheus           promtool and a real Prometheus scraping --metrics
+#   python3-pytest-xdist make check's end-to-end runs, several test files at once
 TEST_PACKAGES="libcmocka-dev python3-pytest python3-pytest-timeout clang libclang-rt-dev
-	python3-matplotlib systemd haproxy python3-yaml prometheus"
+	python3-matplotlib systemd haproxy python3-yaml prometheus python3-pytest-xdist"
 
 usage()
 {

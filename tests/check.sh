@@ -9,16 +9,20 @@
 #      kernel allow it
 #   3. unit tests (cmocka), the end-to-end suite (pytest) and a short soak
 #      (tests/soak/soak.py, CHECK_SOAK_S seconds per engine) on the plain build
-#   4. a build without liburing (build-nouring/): unit tests, the end-to-end
+#   4. a build without liburing (build-nouring/): the unit tests of the code
+#      that liburing changes (liburing_units), the end-to-end
 #      suite on epoll and on whatever auto picks, and the build-configuration
 #      tests (tests/build/: a tree built before liburing was installed)
 #   5. ASan+UBSan build: unit tests, then the end-to-end suite on every model
-#   6. TSan build: the end-to-end suite on the models that use threads
+#   6. TSan build: the end-to-end suite on the models that use threads,
+#      less the tests marked no_threads (no process of theirs starts a thread)
 #
 # Environment (all optional):
 #   ECHOD_MODELS   models for the end-to-end runs (default: conftest.py's, i.e. all)
 #   CHECK_JOBS     parallel make jobs (default: number of CPUs)
 #   CHECK_FUZZ_S   seconds of fuzzing per libFuzzer target (default 10)
+#   CHECK_E2E_JOBS test files run at once in an end-to-end step (pytest-xdist;
+#                  default: CPUs + 1; 1 runs them one after the other)
 #   PYTHON         interpreter with pytest (default /usr/bin/python3: Debian's
 #                  python3-pytest; a pyenv python3 first on PATH may lack pytest)
 set -eEuo pipefail
@@ -39,6 +43,12 @@ TEST_TIMEOUT=120 # any single end-to-end test
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-/usr/bin/python3}
 JOBS=${CHECK_JOBS:-$(nproc 2>/dev/null || echo 2)}
+# An end-to-end test spends most of its time waiting (for a timeout, a grace
+# period, a silence it measures, a server starting): the plain suite used 76 s
+# of CPU in 274 s.  So the test files are spread over CPUs + 1 pytest
+# processes (pytest-xdist), each file's tests in order on one of them
+# (--dist loadfile: a file's tests never run beside each other).
+E2E_JOBS=${CHECK_E2E_JOBS:-$((JOBS + 1))}
 LOGDIR=build/check-logs
 # Options of the parent make (a jobserver it did not share, -k, ...) must not leak
 # into the builds below; variables given to `make check` are in the environment.
@@ -318,17 +328,30 @@ timeout_arg()
 	fi
 }
 
-# e2e_tests NAME DIR MODELS [PREFIX...]: the pytest suite against DIR's
-# binaries, on MODELS (empty: conftest.py's default, every model).
+# pytest-xdist's options for E2E_JOBS processes (none for 1, or without it).
+parallel_args()
+{
+	[ "$E2E_JOBS" -gt 1 ] || return 0
+	if "$PYTHON" -c 'import xdist' 2>/dev/null; then
+		echo "-n $E2E_JOBS --dist loadfile"
+	else
+		echo "WARNING: pytest-xdist missing: the end-to-end tests run one at a time" >&2
+	fi
+}
+
+# e2e_tests NAME DIR MODELS MARKS [PREFIX...]: the pytest suite against DIR's
+# binaries, on MODELS (empty: conftest.py's default, every model), the tests
+# that MARKS selects (a pytest -m expression; empty: every test).
 e2e_tests()
 {
-	local dir=$2 models=$3 log=$LOGDIR/e2e-$1.log rc=0
+	local dir=$2 models=$3 marks=$4 log=$LOGDIR/e2e-$1.log rc=0
 	local cmd=(env) args=(tests/e2e -q -rfEs -p no:cacheprovider)
-	shift 3
+	shift 4
+	[ -z "$marks" ] || args+=(-m "$marks")
 	[ -n "$models" ] || cmd+=(-u ECHOD_MODELS)
 	cmd+=(ECHOD_BIN="$PWD/$dir/echod" ECHOC_BIN="$PWD/$dir/echoc")
 	[ -z "$models" ] || cmd+=(ECHOD_MODELS="$models")
-	args+=($(timeout_arg))
+	args+=($(timeout_arg) $(parallel_args))
 	run "$E2E_TIMEOUT" "$@" "${cmd[@]}" "$PYTHON" -m pytest "${args[@]}" 2>&1 | tee "$log" ||
 		rc=$?
 	count_pytest "$log"
@@ -350,6 +373,24 @@ pytest_tests()
 	count_pytest "$log"
 	[ "$rc" -ne 5 ] || die "$STEP_NAME: no test ran in $dir"
 	finish_tests "$rc" "$log"
+}
+
+# The unit tests (Makefile's UNIT names) whose code a build without liburing
+# compiles differently: the test file, or a source file it #includes whole,
+# has an #ifdef HAVE_LIBURING.  The others test the very code the gcc build's
+# unit tests ran, so the build without liburing runs only these.
+liburing_units()
+{
+	local t srcs out=
+	for t in tests/unit/test_*.c; do
+		srcs=$(sed -nE 's|^#include "\.\./\.\./(src/[^"]+)".*|\1|p' "$t")
+		# shellcheck disable=SC2086 # one word per source file
+		if grep -q HAVE_LIBURING "$t" $srcs; then
+			t=${t##*/test_}
+			out+="${t%.c} "
+		fi
+	done
+	echo "${out% }"
 }
 
 # The TSan models that are also among the ones asked for.
@@ -390,7 +431,7 @@ main()
 	step_done
 
 	step "end-to-end tests (models: ${ECHOD_MODELS:-all})"
-	e2e_tests plain build "${ECHOD_MODELS:-}"
+	e2e_tests plain build "${ECHOD_MODELS:-}" ""
 	step_done
 
 	step "soak (short: ${CHECK_SOAK_S:-15} s per engine)"
@@ -402,12 +443,12 @@ main()
 	pytest_tests contrib tests/contrib
 	step_done
 
-	step "build without liburing (in $nouring/): unit tests"
-	unit_tests nouring URING=no all
+	step "build without liburing (in $nouring/): unit tests of what liburing changes"
+	unit_tests nouring URING=no all UNIT="$(liburing_units)"
 	step_done
 
 	step "end-to-end tests without liburing (models: epoll, and auto's pick)"
-	e2e_tests nouring $nouring epoll
+	e2e_tests nouring $nouring epoll ""
 	step_done
 
 	step "build configurations (tests/build/)"
@@ -426,7 +467,7 @@ main()
 
 	step "end-to-end tests (ASan+UBSan, models: ${ECHOD_MODELS:-all})"
 	sanitizer_env asan-e2e
-	e2e_tests asan $asan "${ECHOD_MODELS:-}"
+	e2e_tests asan $asan "${ECHOD_MODELS:-}" ""
 	step_done
 
 	# libFuzzer (clang's libclang-rt-dev): replay tests/fuzz/regressions, then a short fuzz.
@@ -445,7 +486,10 @@ main()
 
 		step "end-to-end tests (TSan, models: $models)"
 		sanitizer_env tsan-e2e
-		e2e_tests tsan $tsan "$models" "${TSAN_PREFIX[@]}"
+		# Not the tests marked no_threads: their processes never start a
+		# second thread, so ThreadSanitizer has nothing to look at there
+		# (docs/testing.md, "What make check runs").
+		e2e_tests tsan $tsan "$models" "not no_threads" "${TSAN_PREFIX[@]}"
 		restore_rnd_bits
 		step_done
 	fi

@@ -428,6 +428,14 @@ def best_concurrent_model():
     return usable[-1]
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "no_threads: no process the test starts ever runs a second thread (echod exiting "
+        "on its options or at start-up before its first thread; echoc outside bench; "
+        "no binary of ours at all), so the ThreadSanitizer run of make check leaves it out")
+
+
 def pytest_collection_modifyitems(config, items):
     """Skips every test parametrized with the uring model when it cannot run here."""
     for item in items:

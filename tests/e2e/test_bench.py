@@ -235,6 +235,7 @@ def test_bench_writes_hdrhistogram_text(echod, run_echoc, tmp_path):
     assert f"Total count    = {report['messages']:12d}]" in text
 
 
+@pytest.mark.no_threads  # a usage error: echoc bench exits before its threads start
 @pytest.mark.parametrize("args,status,words", [
     (["--mode", "ping"], 2, "--mode ping"),
     (["-s", "0"], 2, "--size 0"),

@@ -22,6 +22,10 @@ from conftest import ECHOC, MODELS, has_ipv6_loopback
 
 BIG_MIB = 200
 
+# echoc runs a thread of its own only in bench mode: these tests (echoc alone,
+# against a Python peer or none) leave the ThreadSanitizer run.
+no_threads = pytest.mark.no_threads
+
 
 @pytest.fixture
 def spawn_echoc():
@@ -122,6 +126,7 @@ def test_large_message_does_not_deadlock(echod, run_echoc):
     assert res.stdout == " ".join([word] * 10).encode()
 
 
+@no_threads
 def test_connection_refused_is_one_line_and_exit_1(run_echoc):
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -132,6 +137,7 @@ def test_connection_refused_is_one_line_and_exit_1(run_echoc):
     assert one_stderr_line(res) == f"echoc: connect 127.0.0.1:{port}: Connection refused"
 
 
+@no_threads
 def test_silent_server_times_out_with_exit_1(peer, run_echoc):
     start = time.monotonic()
     res = run_echoc("--timeout", "0.5", target_of(peer), "hello", timeout=10)
@@ -143,6 +149,7 @@ def test_silent_server_times_out_with_exit_1(peer, run_echoc):
     assert 0.4 <= elapsed < 4.0
 
 
+@no_threads
 def test_partial_echo_timeout_says_how_much_came(peer, spawn_echoc):
     proc = spawn_echoc("-t", "0.5", target_of(peer), "hello", stdout=subprocess.PIPE)
     conn, _ = peer.accept()
@@ -155,6 +162,7 @@ def test_partial_echo_timeout_says_how_much_came(peer, spawn_echoc):
         "echoc: timeout after 0.5 s waiting for the echo (got 3 of 6 bytes)\n"
 
 
+@no_threads
 def test_corrupted_echo_exits_1(peer, spawn_echoc):
     proc = spawn_echoc(target_of(peer), "hello", "world", stdout=subprocess.PIPE)
     conn, _ = peer.accept()
@@ -168,6 +176,7 @@ def test_corrupted_echo_exits_1(peer, spawn_echoc):
     assert err.decode() == "echoc: echo differs from what was sent\n"
 
 
+@no_threads
 def test_echo_cut_short_exits_1(peer, spawn_echoc):
     proc = spawn_echoc(target_of(peer), "hello", stdout=subprocess.PIPE)
     conn, _ = peer.accept()
@@ -178,6 +187,7 @@ def test_echo_cut_short_exits_1(peer, spawn_echoc):
     assert err.decode() == "echoc: echo ended after 2 of 6 bytes\n"
 
 
+@no_threads
 def test_bytes_after_the_echo_exit_1(peer, spawn_echoc):
     # The echo is right, then the server goes on: the echo is longer than the message.
     proc = spawn_echoc(target_of(peer), "hi", stdout=subprocess.PIPE)
@@ -190,6 +200,7 @@ def test_bytes_after_the_echo_exit_1(peer, spawn_echoc):
     assert err.decode() == "echoc: echo differs from what was sent: it is longer\n"
 
 
+@no_threads
 def test_message_waits_for_the_end_of_the_echo(peer, spawn_echoc):
     # After the echo echoc shuts its side; the server's close ends the run with 0.
     proc = spawn_echoc(target_of(peer), "hi", stdout=subprocess.PIPE)
@@ -215,6 +226,7 @@ def test_once_against_echod_once(echod, run_echoc, model):
     assert res.stdout == b"hello\n"
 
 
+@no_threads
 def test_once_reports_an_echo_longer_than_sent(peer, spawn_echoc):
     proc = spawn_echoc("--once", target_of(peer), "hi", stdout=subprocess.PIPE)
     conn, _ = peer.accept()
@@ -225,6 +237,7 @@ def test_once_reports_an_echo_longer_than_sent(peer, spawn_echoc):
     assert err.decode().startswith("echoc: echo differs from what was sent")
 
 
+@no_threads
 def test_once_waits_for_the_close(peer, spawn_echoc):
     # The echo is right but the server keeps the connection open: with
     # --once that is a failure after the timeout.
@@ -322,6 +335,7 @@ def test_pipe_from_a_slow_producer(echod, spawn_echoc):
     assert proc.wait(timeout=10) == 0
 
 
+@no_threads
 def test_pipe_short_echo_exits_1(peer, spawn_echoc, tmp_path):
     data = os.urandom(1000)
     (tmp_path / "in").write_bytes(data)
@@ -344,6 +358,7 @@ def test_pipe_short_echo_exits_1(peer, spawn_echoc, tmp_path):
     assert err.decode() == "echoc: echo ended after 500 of 1000 bytes\n"
 
 
+@no_threads
 def test_pipe_times_out_when_the_server_stops_reading(peer, run_echoc):
     # The peer never accepts: echoc fills the socket buffers, then nothing
     # moves while echo bytes are outstanding.
@@ -433,6 +448,7 @@ def test_interactive_echoes_each_line_until_ctrl_d(echod, terminal, model):
     assert term.proc.stderr.read() == b""
 
 
+@no_threads
 def test_interactive_reports_a_corrupted_echo(peer, terminal):
     term = terminal(target_of(peer))
     conn, _ = peer.accept()
@@ -444,6 +460,7 @@ def test_interactive_reports_a_corrupted_echo(peer, terminal):
     assert term.proc.stderr.read() == b"echoc: echo differs from what was sent\n"
 
 
+@no_threads
 def test_interactive_reports_the_server_hanging_up(peer, terminal):
     term = terminal(target_of(peer))
     conn, _ = peer.accept()
@@ -474,6 +491,7 @@ def test_interactive_once_stops_after_the_first_echo(echod, terminal, model):
     (["--bogus", "127.0.0.1:1"], "--bogus"),
     (["127.0.0.1:99999", "x"], "99999"),
 ])
+@no_threads
 def test_usage_error_names_the_option_and_exits_2(run_echoc, args, names):
     res = run_echoc(*args)
     assert res.returncode == 2
@@ -481,6 +499,7 @@ def test_usage_error_names_the_option_and_exits_2(run_echoc, args, names):
     assert names in one_stderr_line(res)
 
 
+@no_threads
 def test_sub_millisecond_timeout_is_accepted(run_echoc):
     # -t below the 1 ms resolution is rounded up to 1 ms, not refused as 0.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -491,6 +510,7 @@ def test_sub_millisecond_timeout_is_accepted(run_echoc):
     assert one_stderr_line(res) == f"echoc: connect 127.0.0.1:{port}: Connection refused"
 
 
+@no_threads
 def test_help_lists_every_option(run_echoc):
     res = run_echoc("--help")
     assert res.returncode == 0
@@ -499,6 +519,7 @@ def test_help_lists_every_option(run_echoc):
     assert res.stderr == b""
 
 
+@no_threads
 def test_version(run_echoc):
     res = run_echoc("-V")
     assert res.returncode == 0

@@ -186,7 +186,7 @@ def test_stall_toward_echod_past_idle_timeout_is_closed_by_echod(echod, model):
 def test_stall_toward_client_past_idle_timeout_is_closed_by_echod_after_the_echo(echod, model):
     srv = echod("--idle-timeout", str(IDLE_TIMEOUT), *model_args(model))
     baseline = baseline_fds(srv)
-    payload, stall_for = os.urandom(4000), 2.0
+    payload, stall_for = os.urandom(4000), 2 * IDLE_TIMEOUT  # the echo held past the timeout
     stall = Faults(stall_after=1000, stall_for=stall_for)
     with FaultProxy(("127.0.0.1", srv.port), down=stall) as proxy:
         with through(proxy) as s:
@@ -235,7 +235,7 @@ def test_reset_toward_client_mid_stream_leaves_echod_serving_others(echod, model
 # ---------------------------------------------------------------------------
 # SIGTERM while a slow client is still sending: --grace bounds the wait.
 
-GRACE = 1.0
+GRACE = 0.3
 
 
 @pytest.mark.parametrize("model", MODELS)

@@ -11,6 +11,9 @@ import pytest
 
 from conftest import ECHOD, has_ipv6_loopback
 
+# echod exits on its options or at start-up, before it starts any thread.
+pytestmark = pytest.mark.no_threads
+
 # (arguments, what the one line must name)
 BAD_USAGE = [
     (["--workers", "0"], "--workers"),

@@ -25,6 +25,7 @@ STARTS = int(os.environ.get("ECHOD_WORKER_STARTS", "20"))
 CLIENTS = 24          # more than any worker count: every worker gets some
 ECHO_TIMEOUT = 5.0    # a server that serves answers in milliseconds
 EXIT_TIMEOUT = 5.0    # SIGTERM with no connection open: out at once
+GRACE = 0.3           # --grace: long enough to tell waiting from not waiting
 
 params = pytest.mark.parametrize("model, workers", [
     (m, w) for m in WORKER_MODELS for w in WORKER_COUNTS])
@@ -157,7 +158,7 @@ def test_udp_workers_echo_and_stop(echod, model, workers):
 
 @params
 def test_stop_with_clients_open_finishes_within_grace(echod, model, workers):
-    srv = start(echod, model, workers, "--grace", "1")
+    srv = start(echod, model, workers, "--grace", str(GRACE))
     socks = [srv.connect() for _ in range(CLIENTS)]
     try:
         for i, s in enumerate(socks):
@@ -166,8 +167,8 @@ def test_stop_with_clients_open_finishes_within_grace(echod, model, workers):
         t0 = time.monotonic()
         srv.signal(15)
         # The idle clients are closed when the grace ends; echod exits 0.
-        assert srv.wait_exit(timeout=1 + EXIT_TIMEOUT) == 0
-        assert time.monotonic() - t0 < 1 + EXIT_TIMEOUT
+        assert srv.wait_exit(timeout=GRACE + EXIT_TIMEOUT) == 0
+        assert time.monotonic() - t0 < GRACE + EXIT_TIMEOUT
         for s in socks:
             assert recv_until_eof(s, timeout=ECHO_TIMEOUT) == b""
     finally:

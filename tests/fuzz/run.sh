@@ -11,12 +11,14 @@
 #      ft: features), corpus size.
 # A crash stops nothing else, but the run fails and says where the input is.
 #
-# Environment: FUZZ_S (seconds per target, default 60).
+# Environment: FUZZ_S (seconds per target, default 60), FUZZ_JOBS (targets
+# fuzzed at once, default: the number of CPUs).
 set -euo pipefail
 
 dir=${1:?usage: run.sh DIR TARGET...}
 shift
 secs=${FUZZ_S:-60}
+jobs=${FUZZ_JOBS:-$(nproc 2>/dev/null || echo 1)}
 cd "$(dirname "$0")/../.."
 
 # Sanitizer settings of the caller (make check's log_path, ...) would hide the
@@ -84,8 +86,33 @@ fuzz_one()
 	fi
 }
 
+# One target in a subshell: its output and its summary and failure go to
+# files, so that targets can run side by side.
+fuzz_to_files()
+{
+	local t=$1 out=$dir/run-$1
+	fuzz_one "$t" >"$out.log" 2>&1
+	printf '%s\n' "${summary[@]}" >"$out.summary"
+	printf '%s\n' "${failed[@]}" >"$out.failed"
+}
+
+# Each libFuzzer run is one process on one CPU for FUZZ_S seconds: the
+# targets run FUZZ_JOBS at a time, each still fuzzed for its FUZZ_S.
+mkdir -p "$dir"
 for t in "$@"; do
-	fuzz_one "$t"
+	while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do
+		wait -n || true
+	done
+	fuzz_to_files "$t" &
+done
+wait
+for t in "$@"; do
+	cat "$dir/run-$t.log"
+	mapfile -t -O "${#summary[@]}" summary <"$dir/run-$t.summary"
+	mapfile -t lines <"$dir/run-$t.failed"
+	for l in "${lines[@]}"; do
+		[ -z "$l" ] || failed+=("$l")
+	done
 done
 
 printf '\n%-8s %12s %12s %8s %8s  %s\n' target executions cov/edges ft corpus result

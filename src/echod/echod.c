@@ -565,8 +565,8 @@ int main(int argc, char **argv)
 		errx(1, "out of memory");
 	/* Before the engine line, which tests and scripts take as the last start-up line. */
 	log_locality(&loc, e);
-	log_engine(&srv, e, passed_over);
 	log_capacity(&srv, e);
+	log_engine(&srv, e, passed_over);
 	confine(&srv, e);
 	start_signal_thread(&st);
 	start_udp(udp);

@@ -28,7 +28,10 @@
  * --busy-poll: epoll_wait(2) gets a timeout of 0 and the loop goes round
  * again at once, so a worker never sleeps and no message waits for a
  * wake-up; the deadlines are checked every turn as always, and the stop
- * is an event like any other, seen on the next turn.  The epoll instance
+ * is an event like any other, seen on the next turn.  A turn that found
+ * nothing reads the connection that last brought bytes directly, up to
+ * HOT_TRIES times (poll_hot), so at one busy connection a message costs a
+ * recv(2) to find, not an epoll_wait(2) and then a recv(2).  The epoll instance
  * also gets the kernel's busy-poll parameters (busy_poll.h).
  *
  * Trade-off: Linux only.  Needs Linux 4.5 for EPOLLEXCLUSIVE.

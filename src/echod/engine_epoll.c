@@ -28,7 +28,10 @@
  * --busy-poll: epoll_wait(2) gets a timeout of 0 and the loop goes round
  * again at once, so a worker never sleeps and no message waits for a
  * wake-up; the deadlines are checked every turn as always, and the stop
- * is an event like any other, seen on the next turn.  The epoll instance
+ * is an event like any other, seen on the next turn.  A turn that found
+ * nothing reads the connection that last brought bytes directly, up to
+ * HOT_TRIES times (poll_hot), so at one busy connection a message costs a
+ * recv(2) to find, not an epoll_wait(2) and then a recv(2).  The epoll instance
  * also gets the kernel's busy-poll parameters (busy_poll.h).
  *
  * Trade-off: Linux only.  Needs Linux 4.5 for EPOLLEXCLUSIVE.
@@ -56,7 +59,11 @@ enum {
 	EVENTS_MAX = 256,  /* epoll_wait(2) batch */
 	ACCEPT_BATCH = 64, /* accepts per listener wake-up, so reads are not starved */
 	POOL_MAX = 64,	   /* free buffers a worker keeps for reuse */
+	HOT_TRIES = 4,	   /* --busy-poll: direct reads of the hot connection per idle turn */
 };
+
+/* --busy-poll: a connection silent this long is no longer read directly. */
+#define HOT_IDLE_NS (200 * 1000ull)
 
 /* What an epoll_event's data.ptr points at; each starts with its kind. */
 enum source_kind {
@@ -113,6 +120,8 @@ struct worker {
 	struct conn_list active; /* oldest activity first */
 	struct conn_list drain;	 /* earliest drain deadline first */
 	struct buf_pool pool;
+	struct econn *hot;    /* --busy-poll: the connection that last brought bytes */
+	uint64_t hot_last_ns; /* when it did */
 };
 
 struct epoll_engine {
@@ -240,6 +249,8 @@ static void wake_all(struct epoll_engine *eng)
 
 static void close_conn(struct worker *w, struct econn *ec, enum conn_end end)
 {
+	if (w->hot == ec)
+		w->hot = NULL;
 	list_remove(ec);
 	conn_ended(w->m, ec->src.fd, &ec->st, end);
 	close(ec->src.fd);
@@ -497,6 +508,10 @@ static void handle_conn(struct worker *w, struct econn *ec, uint32_t events)
 	} else if (events & (EPOLLIN | EPOLLHUP)) {
 		n = read_some(w, ec);
 	}
+	if (n > 0 && w->srv->cfg->busy_poll) {
+		w->hot = ec;
+		w->hot_last_ns = clock_now_ns();
+	}
 	sent = n < 0 && n != -EAGAIN ? n : write_some(w, ec);
 	/* Hung up both ways with nothing left to read: nothing can move again. */
 	if (sent == 0 && (events & EPOLLHUP) && n == -EAGAIN)
@@ -589,6 +604,33 @@ static void dispatch(struct worker *w, const struct epoll_event *ev)
 	}
 }
 
+/*
+ * --busy-poll, after an epoll_wait(2) that found nothing: reads the
+ * connection that last brought bytes directly, up to HOT_TRIES times, the
+ * way a spinning recv(2) does, so its next message costs one system call
+ * to find instead of two (epoll_wait, then recv).  The bytes take the
+ * normal path (handle_conn).  Bounded so the other connections wait at most
+ * HOT_TRIES reads more for their turn; stops at the first read that finds
+ * bytes, and the connection stops being hot once it closes, has something
+ * else to wait for, or has been silent for HOT_IDLE_NS.
+ */
+static void poll_hot(struct worker *w)
+{
+	for (int i = 0; i < HOT_TRIES && w->hot; i++) {
+		struct econn *ec = w->hot;
+		uint64_t last = w->hot_last_ns;
+
+		if (proxy_stage_pending(ec->st.proxy) || !conn_wants_read(&ec->c) ||
+		    conn_unsent(&ec->c) || clock_now_ns() - last > HOT_IDLE_NS) {
+			w->hot = NULL;
+			return;
+		}
+		handle_conn(w, ec, EPOLLIN);
+		if (w->hot != ec || w->hot_last_ns != last)
+			return; /* it read bytes, or closed */
+	}
+}
+
 static int serve(void *ctx, int index)
 {
 	struct worker *w = &((struct epoll_engine *)ctx)->w[index];
@@ -604,6 +646,8 @@ static int serve(void *ctx, int index)
 		}
 		for (int i = 0; i < n; i++)
 			dispatch(w, &ev[i]);
+		if (n == 0 && spin)
+			poll_hot(w);
 		if (n <= 0 && spin)
 			cpu_relax();
 		expire(w);

@@ -12,11 +12,12 @@ import json
 import os
 import select
 import signal
+import subprocess
 import time
 
 import pytest
 
-from conftest import MODELS, cpu_seconds, echo_stream, recv_until_eof
+from conftest import ECHOC, MODELS, cpu_seconds, echo_stream, recv_exactly, recv_until_eof
 
 SPIN_MODELS = [m for m in ("epoll", "uring") if m in MODELS]
 EXIT_TIMEOUT = 2.0  # a sleeping echod exits in milliseconds; a shared CPU adds some
@@ -119,13 +120,51 @@ def test_help_says_busy_poll_keeps_a_cpu_busy(run_echod, run_echoc):
     assert b"100% busy" in run_echoc("bench", "--help").stdout
 
 
+# (conns, threads): one thread with two connections watches them with epoll;
+# a thread that owns exactly one spins on recv(2) of it.
+@pytest.mark.parametrize("conns,threads", [(2, 1), (1, 1), (2, 2)])
 @pytest.mark.parametrize("model", SPIN_MODELS)
-def test_bench_busy_poll_verifies_every_echo(echod, run_echoc, model):
+def test_bench_busy_poll_verifies_every_echo(echod, run_echoc, model, conns, threads):
     srv = echod("-m", model, "-w", "1", "--busy-poll", "-q")
-    res = run_echoc("bench", "--busy-poll", "--json", "-c", "2", "-s", "64", "-d", "0.5",
-                    srv.target, timeout=30)
+    res = run_echoc("bench", "--busy-poll", "--json", "-c", str(conns), "-T", str(threads),
+                    "-s", "64", "-d", "0.3", srv.target, timeout=30)
     assert res.returncode == 0, res.stderr.decode()
     report = json.loads(res.stdout)
     assert report["busy_poll"] is True
     assert report["messages"] > 0
     assert report["errors"] == 0 and report["mismatches"] == 0
+    assert report["latency_us"]["p50"] > 0
+
+
+def test_bench_busy_poll_one_conn_reports_a_server_that_closes(echod, run_echoc):
+    """echoc's spinning recv sees the end of the stream: an error at once, not a spin to -d."""
+    srv = echod("-m", "epoll", "-w", "1", "--once", "-q")
+    t0 = time.monotonic()
+    res = run_echoc("bench", "--busy-poll", "-c", "1", "-d", "10", "-t", "10", srv.target,
+                    timeout=30)
+    assert time.monotonic() - t0 < 5, "echoc bench kept spinning on a closed connection"
+    assert b"the server closed the connection after 1 messages" in res.stdout + res.stderr
+
+
+@pytest.mark.skipif("epoll" not in MODELS, reason="epoll not under test")
+def test_busy_poll_hot_connection_does_not_hold_up_another(echod):
+    """A worker reading its busiest connection directly still serves the others.
+
+    echoc bench pings one connection as fast as it can (the worker's "hot"
+    one) while this test echoes on a second: every echo of the second comes
+    back, each within a bound far above a spinning worker's microseconds.
+    """
+    srv = echod("-m", "epoll", "-w", "1", "--busy-poll", "-q")
+    load = subprocess.Popen([ECHOC, "bench", "--busy-poll", "-c", "1", "-d", "3", srv.target],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with srv.connect() as s:
+            s.settimeout(1.0)
+            for i in range(50):
+                msg = b"second %d\n" % i
+                s.sendall(msg)
+                assert recv_exactly(s, len(msg), timeout=1.0) == msg
+            assert load.poll() is None, "the first client stopped before the second was done"
+    finally:
+        load.kill()
+        load.wait()

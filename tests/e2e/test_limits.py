@@ -247,12 +247,19 @@ def test_out_of_descriptors_no_busy_loop_and_service_resumes(echod, model):
             clients.append(s)
         # Saturated: every descriptor the server may have is in use.
         assert wait_until(lambda: open_fds(pid) >= NOFILE - 1, timeout=10), open_fds(pid)
-        cpu0, t0 = cpu_seconds(pid), time.monotonic()
-        # Measure over one second (a measurement window, not synchronisation).
-        select.select([], [], [], 1.0)
-        cpu = cpu_seconds(pid) - cpu0
-        wall = time.monotonic() - t0
-        assert cpu < 0.25 * wall, f"echod used {cpu:.2f} s of CPU in {wall:.2f} s: a busy loop"
+        # Measure over one-second windows (measurement, not synchronisation).  The
+        # first may still hold the tail of the connection burst (thread starts and
+        # echoes, slow under a sanitizer on a loaded machine); a busy loop never
+        # ends, so it fills every window: the test fails only if all three are busy.
+        windows = []
+        for _ in range(3):
+            cpu0, t0 = cpu_seconds(pid), time.monotonic()
+            select.select([], [], [], 1.0)
+            windows.append((cpu_seconds(pid) - cpu0, time.monotonic() - t0))
+            if windows[-1][0] < 0.25 * windows[-1][1]:
+                break
+        cpu, wall = windows[-1]
+        assert cpu < 0.25 * wall, f"echod used {windows} s of CPU (cpu, wall): a busy loop"
         assert srv.proc.poll() is None, "echod died when it ran out of descriptors"
 
         # Free descriptors by closing the clients that were served; the

@@ -42,11 +42,11 @@ struct bench_cfg {
 	long duration_ms, warmup_ms, timeout_ms;
 	bool udp, once, json;
 	bool ping_on_usr1; /* idle: silent until SIGUSR1, then the schedule */
-	bool busy_poll; /* spin: epoll_pwait2 never sleeps */
+	bool busy_poll;	   /* spin: epoll_pwait2 never sleeps */
 	const char *hist_path;
 	const char *source_arg; /* --source as typed */
-	const char *cpus_arg; /* --cpus LIST, as given */
-	struct cpu_list cpus; /* --cpus: thread i runs on cpu[i % n]; n = 0: unpinned */
+	const char *cpus_arg;	/* --cpus LIST, as given */
+	struct cpu_list cpus;	/* --cpus: thread i runs on cpu[i % n]; n = 0: unpinned */
 	enum bench_mode mode;
 	struct sockaddr_storage addr;
 	socklen_t addrlen;

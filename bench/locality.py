@@ -33,6 +33,8 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import lib  # noqa: E402 (next to this file): every CPU's busy time, as make bench counts it
 ROOT = os.path.dirname(HERE)
 B = os.environ.get("B", "build")
 ECHOD = os.path.join(ROOT, B, "echod")
@@ -45,15 +47,6 @@ CONNS = (50, 500)
 SIZE = 128
 MODES = ("auto", "off")  # --cpu-affinity: steered, not steered
 TICK = os.sysconf("SC_CLK_TCK")
-# /proc/stat fields after the name: user nice system idle iowait irq softirq steal.
-BUSY_FIELDS = (0, 1, 2, 5, 6, 7)
-
-
-def busy_seconds():
-    """Busy CPU seconds of the whole machine since boot (the "cpu" total line)."""
-    with open("/proc/stat") as f:
-        vals = [int(x) for x in f.readline().split()[1:]] + [0] * 8
-    return sum(vals[i] for i in BUSY_FIELDS) / TICK
 
 
 def process_seconds(*pids):
@@ -114,9 +107,9 @@ def run_one(engine, mode, conns, cpus):
                                  f"127.0.0.1:{port}"], stdout=subprocess.PIPE, text=True)
         # echoc's window starts WARM after its start (plus connecting, a few ms).
         time.sleep(WARM)
-        b0, p0, t0 = busy_seconds(), process_seconds(proc.pid, load.pid), time.monotonic()
+        s0, p0, t0 = lib.sysstat(), process_seconds(proc.pid, load.pid), time.monotonic()
         time.sleep(DUR)
-        b1, p1, t1 = busy_seconds(), process_seconds(proc.pid, load.pid), time.monotonic()
+        s1, p1, t1 = lib.sysstat(), process_seconds(proc.pid, load.pid), time.monotonic()
         out, _ = load.communicate(timeout=60)
     finally:
         stop(proc)
@@ -125,7 +118,8 @@ def run_one(engine, mode, conns, cpus):
         raise SystemExit(f"locality: echoc failed ({load.returncode}): {out.strip()}")
     rate = res["messages_per_s"]
     msgs = rate * (t1 - t0)
-    return rate, (b1 - b0) / msgs * 1e6, (p1 - p0) / msgs * 1e6, line
+    busy = lib.system_cpu(s0, s1)[0]  # busy seconds of every CPU over the window
+    return rate, busy / msgs * 1e6, (p1 - p0) / msgs * 1e6, line
 
 
 def spread(values, fmt):

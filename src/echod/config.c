@@ -64,7 +64,10 @@ static const struct opt echod_opts[] = {
 	{"proxy-protocol", 0, OPT_FLAG, FIELD(proxy_protocol), NULL, 0, 0, NULL,
 	 "every TCP (and unix stream) connection must start with a PROXY protocol header (v1 or "
 	 "v2, as HAProxy sends): it is consumed, never echoed, and its address is the one logged; "
-	 "a missing, bad or slow (5 s) header closes the connection"},
+	 "a missing, bad or slow (--proxy-timeout) header closes the connection"},
+	{"proxy-timeout", 0, OPT_SECONDS, FIELD(proxy_timeout_ms), "S", 0, 3600, NULL,
+	 "with --proxy-protocol, close a connection whose header is not complete S seconds after "
+	 "the accept (default 5; the spec asks for at least 3)"},
 	{"verbose", 'v', OPT_COUNT, FIELD(verbose), NULL, 0, 0, NULL, "log every connection"},
 	{"quiet", 'q', OPT_FLAG, FIELD(quiet), NULL, 0, 0, NULL,
 	 "log errors only (the listening lines are still printed)"},
@@ -80,6 +83,7 @@ static void config_defaults(struct config *cfg)
 	cfg->model = "auto";
 	cfg->backlog = SOMAXCONN;
 	cfg->grace_ms = 5000;
+	cfg->proxy_timeout_ms = -1; /* not given */
 	cfg->log_format = "text";
 	cfg->udp_rate = -1; /* not given */
 	cfg->cpu_affinity = "auto";
@@ -173,6 +177,23 @@ static int validate_metrics(const struct config *cfg, char *err, size_t errlen)
 	return 0;
 }
 
+static int validate_proxy(struct config *cfg, char *err, size_t errlen)
+{
+	if (cfg->proxy_timeout_ms < 0) {
+		cfg->proxy_timeout_ms = PROXY_TIMEOUT_MS;
+		return 0;
+	}
+	if (!cfg->proxy_protocol) {
+		snprintf(err, errlen, "--proxy-timeout applies only with --proxy-protocol");
+		return -EINVAL;
+	}
+	if (cfg->proxy_timeout_ms == 0) {
+		snprintf(err, errlen, "--proxy-timeout 0: must be more than 0 seconds");
+		return -EINVAL;
+	}
+	return 0;
+}
+
 /* Checks the clashes between options, once every option is known. */
 static int validate(struct config *cfg, char *err, size_t errlen)
 {
@@ -198,6 +219,8 @@ static int validate(struct config *cfg, char *err, size_t errlen)
 		return -EINVAL;
 	if (!cfg->buffer_bytes)
 		cfg->buffer_bytes = cfg->once ? CONFIG_ONCE_BUFFER : CONFIG_STREAM_BUFFER;
+	if (validate_proxy(cfg, err, errlen) < 0)
+		return -EINVAL;
 	/* The bytes after a header (up to its maximum) go to an empty buffer at once. */
 	if (cfg->proxy_protocol && cfg->buffer_bytes < PROXY_HEADER_MAX) {
 		snprintf(err, errlen, "--proxy-protocol needs --buffer of at least %d bytes",

@@ -29,6 +29,7 @@ struct config {
 	bool no_sandbox;	  /* do not confine the process after start-up */
 	struct addr_list metrics; /* --metrics: where to serve /metrics (TCP only) */
 	bool proxy_protocol;	  /* every stream connection starts with a PROXY header */
+	long proxy_timeout_ms;	  /* the header's deadline from the accept */
 	const char *cpu_affinity; /* "auto", "off" or a CPU list (then in cpu_list) */
 	struct cpu_list cpu_list; /* --cpu-affinity LIST: worker i's CPU is cpu[i] */
 	bool busy_poll;		  /* epoll, uring: workers spin instead of sleeping */

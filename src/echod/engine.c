@@ -340,7 +340,7 @@ void engine_serve_blocking(struct server *srv, int fd, struct metrics_worker *m)
 
 	conn_stats_start(&bc.st, fd, now);
 	if (srv->cfg->proxy_protocol)
-		bc.st.proxy = proxy_stage_new(now);
+		bc.st.proxy = proxy_stage_new(now, (uint64_t)srv->cfg->proxy_timeout_ms);
 	if (bc.st.proxy || !srv->cfg->proxy_protocol) {
 		conn_init(&bc.c, NULL, (size_t)srv->cfg->buffer_bytes, server_conn_flags(srv));
 		note_activity(&bc);

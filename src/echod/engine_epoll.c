@@ -16,7 +16,7 @@
  *
  * Timers: every connection sits on one of three lists kept in deadline
  * order because each list's timeout is constant: "header" (--proxy-protocol:
- * PROXY_TIMEOUT_MS from the accept for the header), "active" (idle timeout;
+ * --proxy-timeout from the accept for the header), "active" (idle timeout;
  * a connection moves to the tail when bytes move) and "drain" (the
  * lingering close after --once).  epoll_wait(2) sleeps until the nearest
  * deadline.
@@ -274,7 +274,7 @@ static int add_conn(struct worker *w, int fd)
 	conn_init(&ec->c, NULL, w->pool.size, server_conn_flags(w->srv));
 	conn_stats_start(&ec->st, fd, now);
 	if (w->srv->cfg->proxy_protocol) {
-		ec->st.proxy = proxy_stage_new(now);
+		ec->st.proxy = proxy_stage_new(now, (uint64_t)w->srv->cfg->proxy_timeout_ms);
 		if (!ec->st.proxy) {
 			free(ec);
 			return -ENOMEM;

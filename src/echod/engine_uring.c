@@ -991,7 +991,7 @@ static void add_conn(struct worker *w, int fd)
 	struct proxy_stage *ps = NULL;
 
 	if (idx != UINT32_MAX && w->srv->cfg->proxy_protocol) {
-		ps = proxy_stage_new(w->now);
+		ps = proxy_stage_new(w->now, (uint64_t)w->srv->cfg->proxy_timeout_ms);
 		if (!ps) {
 			conn_at(w, idx)->next_free = w->free_head;
 			w->free_head = idx;

@@ -58,10 +58,11 @@
  */
 #define PROXY_HEADER_MAX 1024
 /*
- * How long a connection may take to deliver its header before the caller
- * closes it (PROXY_ERR_TIMEOUT).  The spec asks for at least 3 s, to cover a
- * TCP retransmit; a proxy sends the header at once, so a slower one is not a
- * proxy, or a client holding a connection open for nothing.
+ * How long a connection may take by default (--proxy-timeout) to deliver its
+ * header before the caller closes it (PROXY_ERR_TIMEOUT).  The spec asks for
+ * at least 3 s, to cover a TCP retransmit; a proxy sends the header at once,
+ * so a slower one is not a proxy, or a client holding a connection open for
+ * nothing.
  */
 #define PROXY_TIMEOUT_MS 5000
 

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct proxy_stage *proxy_stage_new(uint64_t now_ms)
+struct proxy_stage *proxy_stage_new(uint64_t now_ms, uint64_t timeout_ms)
 {
 	struct proxy_stage *ps = calloc(1, sizeof(*ps));
 
@@ -17,7 +17,7 @@ struct proxy_stage *proxy_stage_new(uint64_t now_ms)
 		free(ps);
 		return NULL;
 	}
-	ps->deadline = now_ms + PROXY_TIMEOUT_MS;
+	ps->deadline = now_ms + timeout_ms;
 	return ps;
 }
 

@@ -10,7 +10,8 @@
  * the option).  No MSG_PEEK: a partial header would leave the socket
  * readable and a level-triggered loop spinning.
  *
- * Deadline: PROXY_TIMEOUT_MS from the accept, however the bytes trickle in.
+ * Deadline: --proxy-timeout (PROXY_TIMEOUT_MS by default) from the accept,
+ * however the bytes trickle in.
  */
 #ifndef ECHOD_PROXY_STAGE_H
 #define ECHOD_PROXY_STAGE_H
@@ -32,8 +33,9 @@ struct proxy_stage {
 	enum proxy_result err;	     /* a refusal's detail, for the log (conn_stats_refused) */
 };
 
-/* A stage for a connection accepted at now_ms; NULL if out of memory. */
-struct proxy_stage *proxy_stage_new(uint64_t now_ms);
+/* A stage for a connection accepted at now_ms, its header due timeout_ms
+ * later; NULL if out of memory. */
+struct proxy_stage *proxy_stage_new(uint64_t now_ms, uint64_t timeout_ms);
 void proxy_stage_free(struct proxy_stage *ps);
 
 /* True while the header is awaited (the engine's only check on its hot path). */

@@ -46,6 +46,11 @@ static const struct parse_case echod_cases[] = {
 	{{"echod", "--buffer", "1"}, OPTS_OK, "buffer=1"},
 	{{"echod", "--buffer", "0"}, OPTS_ERROR, "--buffer 0: must be 1 to 16777216"},
 	{{"echod", "--grace", "0.5"}, OPTS_OK, "grace=500"},
+	{{"echod", "--proxy-protocol"}, OPTS_OK, "proxy-timeout=5000"},
+	{{"echod", "--proxy-protocol", "--proxy-timeout", "0.25"}, OPTS_OK, "proxy-timeout=250"},
+	{{"echod", "--proxy-protocol", "--proxy-timeout", "0"}, OPTS_ERROR, "--proxy-timeout 0: must be more than 0 seconds"},
+	{{"echod", "--proxy-protocol", "--proxy-timeout", "3601"}, OPTS_ERROR, "--proxy-timeout 3601: must be 0 to 3600 seconds"},
+	{{"echod", "--proxy-timeout", "3"}, OPTS_ERROR, "--proxy-timeout applies only with --proxy-protocol"},
 	{{"echod", "--grace", "0"}, OPTS_OK, "grace=0"},
 	{{"echod", "--grace", "3600"}, OPTS_OK, "grace=3600000"},
 	{{"echod", "--grace", "-1"}, OPTS_ERROR, "--grace -1: must be 0 to 3600 seconds"},
@@ -178,6 +183,8 @@ static void echod_value(const struct config *cfg, const char *key, char *buf, si
 		snprintf(buf, len, "%ld", cfg->backlog);
 	else if (!strcmp(key, "grace"))
 		snprintf(buf, len, "%ld", cfg->grace_ms);
+	else if (!strcmp(key, "proxy-timeout"))
+		snprintf(buf, len, "%ld", cfg->proxy_timeout_ms);
 	else if (!strcmp(key, "idle"))
 		snprintf(buf, len, "%ld", cfg->idle_timeout_ms);
 	else if (!strcmp(key, "max-conns"))

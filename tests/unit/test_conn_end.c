@@ -40,7 +40,8 @@ static void test_each_end_counts_once_under_its_counter(void **state)
 
 		assert_int_equal(metrics_init(&m, 1), 0);
 		conn_stats_start(&st, -1, 0);
-		st.proxy = proxy_stage_new(0); /* freed by conn_ended (ASan checks) */
+		st.proxy = proxy_stage_new(
+			0, PROXY_TIMEOUT_MS); /* freed by conn_ended (ASan checks) */
 		conn_ended(&m.w[0], -1, &st, (enum conn_end)e);
 		assert_null(st.proxy);
 		for (int c = 0; c < METRICS_NCOUNTERS; c++)
@@ -92,7 +93,7 @@ static void test_done_is_once_only_after_the_chunk(void **state)
 static void test_stage_keeps_the_bytes_after_the_header(void **state)
 {
 	static const char in[] = "PROXY TCP4 192.0.2.1 198.51.100.7 40000 7\r\nhello";
-	struct proxy_stage *ps = proxy_stage_new(1000);
+	struct proxy_stage *ps = proxy_stage_new(1000, PROXY_TIMEOUT_MS);
 	const uint8_t *data;
 	uint8_t *p;
 	size_t room;
@@ -115,7 +116,7 @@ static void test_stage_keeps_the_bytes_after_the_header(void **state)
 	assert_false(proxy_stage_pending(ps));
 	assert_int_not_equal(ps->src_len, 0); /* the address outlives the buffer */
 	proxy_stage_free(ps);
-	ps = proxy_stage_new(0);
+	ps = proxy_stage_new(0, PROXY_TIMEOUT_MS);
 	assert_int_equal(proxy_stage_arrived(ps, 0), PROXY_ERR_TRUNCATED);
 	proxy_stage_free(ps);
 }

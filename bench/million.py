@@ -4,7 +4,8 @@
   bench/million.py ECHOD ECHOC OUTDIR      (bench/run.sh million calls it)
 
 Environment: MILLION_CONNS (default 1000000), the phase 2 target;
-MILLION_ENGINES (default "epoll uring"), the engines of phase 1.
+MILLION_ENGINES (default "epoll uring"), the engines of phase 1;
+MILLION_PING_RATE (default 5000), phase 2's pings per second over all loads.
 
 Phase 1, one process at its cap: one echod (-w 1) per engine, filled with
 idle connections up to the capacity it announces (its RLIMIT_NOFILE less its
@@ -32,7 +33,12 @@ every connection held and none being set up.  The figures:
     connections (both ends of each loopback connection, and the client's
     epoll entries), and /proc/net/sockstat's TCP "mem" pages x 4096 (socket
     buffers only)
-  - the p99 of that one ping, merged from every echoc's --hist
+  - the p99 of that one ping, merged from every echoc's --hist, and the
+    slowest load's own p99
+  - while the pings run: how busy all CPUs were (/proc/stat) and the CPU
+    echod and echoc used per ping, so a run whose latency is queueing for a
+    CPU says so (a note when the CPUs were 90% busy or more), and the TCP
+    segments retransmitted then (/proc/net/snmp)
 Everything started runs in its own session and is killed, whatever happens
 (Ctrl-C included), before the script exits.
 """
@@ -50,9 +56,17 @@ import sys
 import tempfile
 import time
 
+import lib
+
 KEEP_FREE_KIB = 2 * 1024 * 1024  # MemAvailable the run leaves untouched
 MEM_MARGIN = 1.25  # phase 1's per-connection memory, times this, for phase 2's plan
-PING_RATE_TOTAL = 20000  # phase 2's one-ping messages/s over all load processes
+# Phase 2's one-ping messages/s over all load processes (MILLION_PING_RATE).  At a
+# million connections on two CPUs a ping costs echod and echoc together 140-160 µs of
+# CPU (kernel included), so 20,000/s asked for more than two CPUs have: the run was
+# overloaded and its latency was the backlog of whichever load fell behind (p99 65 ms
+# to 22.7 s).  5,000/s keeps the CPUs about half busy.
+PING_RATE_TOTAL = 5000
+SATURATED_PCT = 90  # all CPUs this busy while pinging: the latency is queueing for a CPU
 SETUP_TIMEOUT = 600  # seconds for every connection to be up and echoed
 SPREAD_SIGMAS = 6  # SO_REUSEPORT hashes: room for this many std deviations per instance
 ECHOC_SPARE_FDS = 100  # an echoc's own descriptors beside its connections
@@ -90,6 +104,45 @@ def sockstat_tcp():
     return 0, 0
 
 
+TCP_COUNTERS = ("ListenOverflows", "ListenDrops", "SyncookiesSent", "SyncookiesRecv",
+                "TCPTimeouts", "TCPSynRetrans", "TCPLostRetransmit", "RetransSegs")
+
+
+def tcp_counters():
+    """The kernel's TCP counters that say a handshake or a segment was lost
+    (/proc/net/netstat TcpExt, /proc/net/snmp Tcp), machine-wide."""
+    out = {}
+    for path in ("/proc/net/netstat", "/proc/net/snmp"):
+        with open(path) as f:
+            lines = f.read().splitlines()
+        for head, vals in zip(lines[::2], lines[1::2]):
+            for k, v in zip(head.split()[1:], vals.split()[1:]):
+                if k in TCP_COUNTERS:
+                    out[k] = int(v)
+    return out
+
+
+def counters_delta(a, b):
+    return {k: b.get(k, 0) - a.get(k, 0) for k in TCP_COUNTERS}
+
+
+def open_fds(pid):
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except FileNotFoundError:
+        return 0
+
+
+def cpu_s(pid):
+    """A process's user and system CPU seconds so far (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            v = f.read().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(v[11]) + int(v[12])) / lib.TICK
+
+
 def rss_kib(pid):
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -105,7 +158,8 @@ def snapshot(pids):
     inuse, pages = sockstat_tcp()
     return {"rss": sum(rss_kib(p) for p in pids), "slab": meminfo_kib("Slab"),
             "free": meminfo_kib("MemFree"), "available": meminfo_kib("MemAvailable"),
-            "inuse": inuse, "pages": pages, "t": time.monotonic()}
+            "inuse": inuse, "pages": pages, "t": time.monotonic(), "tcp": tcp_counters(),
+            "fds": sum(open_fds(p) for p in pids), "cpu": lib.sysstat()}
 
 
 # ---------------------------------------------------------------- processes
@@ -258,21 +312,39 @@ def hold_and_ping(procs, loads, pids, before, at_hold=lambda: None):
     ups, note = wait_lines(procs, loads, UP_RE, "up")
     took = time.monotonic() - t0
     after = snapshot(pids)
+    own = pids + [p.pid for p in loads]
+    own_cpu = sum(cpu_s(p) for p in own)
+    server_cpu = sum(cpu_s(p) for p in pids)
     at_hold()
     held = sum(int(m[1]) for m in ups.values())
     setup_s = max((float(m[2]) for m in ups.values()), default=0.0)
     ping_s = 0.0
+    pinged = after
     if not note:
         t1 = time.monotonic()
         for p in loads:
             p.send_signal(signal.SIGUSR1)
         _, note = wait_lines(procs, loads, VERIFIED_RE, "pinged")
         ping_s = time.monotonic() - t1
+        pinged = snapshot(pids)
+        own_cpu = sum(cpu_s(p) for p in own) - own_cpu
+        server_cpu = sum(cpu_s(p) for p in pids) - server_cpu
     else:
         held = max(held, (after["inuse"] - before["inuse"]) // 2)
     reports = finish_loads(procs, loads)
     f = figures(before, after, held, setup_s, reports, loads, note)
-    f.update(took_s=took, ping_s=ping_s)
+    cpu = lib.system_cpu(after["cpu"], pinged["cpu"]) if ping_s else None
+    busy_s, window_s = (cpu[0], sum(cpu[2])) if cpu else (0.0, 0.0)
+    f.update(took_s=took, ping_s=ping_s, server_accepted_at_hold=after["fds"] - before["fds"],
+             ping_cpu_busy_pct=100 * busy_s / window_s if window_s else 0.0,
+             ping_cpu_us=busy_s * 1e6 / f["verified"] if f["verified"] else 0.0,
+             ping_own_cpu_us=own_cpu * 1e6 / f["verified"] if ping_s and f["verified"] else 0.0,
+             ping_echod_cpu_us=server_cpu * 1e6 / f["verified"] if ping_s and f["verified"] else 0.0,
+             tcp_setup=counters_delta(before["tcp"], after["tcp"]),
+             tcp_ping=counters_delta(after["tcp"], pinged["tcp"]),
+             per_load=[{"name": p.name, **(r["idle"]["first_echo_us"] if r else {})}
+                       for p, r in zip(loads, reports)])
+    f["note"] = (f["note"] + " " + saturation_note(f["ping_cpu_busy_pct"])).strip()
     return f
 
 
@@ -287,6 +359,14 @@ def finish_loads(procs, loads):
         except (ValueError, FileNotFoundError):
             reports.append(None)
     return reports
+
+
+def saturation_note(busy_pct):
+    """A note when the machine had no CPU to spare while the pings ran."""
+    if busy_pct < SATURATED_PCT:
+        return ""
+    return (f"the CPUs were {busy_pct:.0f}% busy while pinging: the ping latency is mostly "
+            "time spent waiting for a CPU (a lower MILLION_PING_RATE measures echod);")
 
 
 def figures(before, after, held, setup_s, reports, loads, note):
@@ -370,7 +450,7 @@ def plan(target, per_echod, per_conn_b):
     return target, n, m, note
 
 
-def phase2(procs, echod, echoc, target, per_echod, per_conn_b):
+def phase2(procs, echod, echoc, target, per_echod, per_conn_b, ping_rate):
     target, n, m, note = plan(target, per_echod, per_conn_b)
     print(f"million: phase 2: {target} connections over {n} echod -m epoll on one port "
           f"(SO_REUSEPORT), {m} echoc load processes", flush=True)
@@ -385,12 +465,12 @@ def phase2(procs, echod, echoc, target, per_echod, per_conn_b):
     time.sleep(0.2)
     before = snapshot([p.pid for p in servers])
     per_load = [target * (i + 1) // m - target * i // m for i in range(m)]
-    loads = [start_load(procs, f"p2-load{i}", echoc, c, i, port, PING_RATE_TOTAL // m)
+    loads = [start_load(procs, f"p2-load{i}", echoc, c, i, port, ping_rate // m)
              for i, c in enumerate(per_load)]
     f = hold_and_ping(procs, loads, [p.pid for p in servers], before)
     procs.stop(servers, signal.SIGTERM)
     f["note"] = (note + " " + f["note"]).strip()
-    f.update(target=target, instances=n, capacity=per_echod, loads=m)
+    f.update(target=target, instances=n, capacity=per_echod, loads=m, ping_rate=ping_rate // m * m)
     return f
 
 
@@ -420,6 +500,12 @@ def report_lines(p1, p2):
                  f"{f['nofile']:,}" if "echod_open_fds" in f else "-"))
     rows.append(("time until all held; all pinged", lambda f: f"{f['took_s']:.1f} s; "
                  f"{f['ping_s']:.1f} s"))
+    rows.append(("while pinging: all CPUs busy; CPU per ping, all (echod + echoc; echod)",
+                 lambda f: f"{f['ping_cpu_busy_pct']:.0f}%; {f['ping_cpu_us']:,.0f} µs "
+                 f"({f['ping_own_cpu_us']:,.0f}; {f.get('ping_echod_cpu_us', 0):,.0f} µs)"))
+    rows.append(("slowest load's p99; retransmitted segments", lambda f:
+                 f"{max((x.get('p99', 0) for x in f['per_load']), default=0):,.0f} µs; "
+                 f"{f['tcp_ping']['RetransSegs']}"))
     for title, fmt in rows:
         cells = [fmt(f) for f in p1] + ([fmt(p2)] if p2 else [])
         out.append(f"| {title} | " + " | ".join(cells) + " |")
@@ -429,9 +515,18 @@ def report_lines(p1, p2):
     return out
 
 
+def env_count(name, default, low):
+    """An environment variable's whole number, at least low; exits with one line if not."""
+    text = os.environ.get(name, str(default))
+    if not re.fullmatch(r"\d+", text.strip()) or int(text) < low:
+        sys.exit(f"million: {name}={text!r}: must be a whole number, at least {low}")
+    return int(text)
+
+
 def main():
     echod, echoc, outdir = sys.argv[1:4]
-    target = int(os.environ.get("MILLION_CONNS", "1000000"))
+    target = env_count("MILLION_CONNS", 1000000, 0)
+    ping_rate = env_count("MILLION_PING_RATE", PING_RATE_TOTAL, 100)
     engines = os.environ.get("MILLION_ENGINES", "epoll uring").split()
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
@@ -457,7 +552,7 @@ def main():
             if not epoll["held"]:
                 print(f"million: phase 1 held no connection: {epoll['note']}", file=sys.stderr)
                 return 1
-            p2 = phase2(procs, echod, echoc, target, epoll["capacity"], per_conn_b) \
+            p2 = phase2(procs, echod, echoc, target, epoll["capacity"], per_conn_b, ping_rate) \
                 if target > 0 else None
         except Abort as e:
             print(f"million: {e}: stopping every process", file=sys.stderr)

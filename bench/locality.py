@@ -10,7 +10,11 @@ steered to the worker on the CPU that receives them) and once with
 load is `echoc bench -T N --cpus LIST`: one load thread pinned per CPU, so on
 loopback each connection's packets are handled on its load thread's CPU.
 Both steering settings run in every repetition, alternating, so drifting
-background load falls on both alike.
+background load falls on both alike.  Pinned workers run SCHED_BATCH (echod's
+--worker-sched auto); a third, informational setting runs the unpinned
+workers SCHED_BATCH too (--cpu-affinity off --worker-sched batch), so the
+report shows how much of the gain the policy alone would give without
+pinning and steering.
 
 Figures: messages/s (echoc's measured window) and the TOTAL CPU per message:
 the busy time of every CPU (user, nice, system, irq, softirq, steal from
@@ -45,7 +49,10 @@ REPS = int(os.environ.get("REPS") or 3)
 DUR, WARM = (1.0, 0.3) if QUICK else (4.0, 1.0)
 CONNS = (50, 500)
 SIZE = 128
-MODES = ("auto", "off")  # --cpu-affinity: steered, not steered
+# Settings: steered, not steered (the ratio's two), not steered but SCHED_BATCH.
+MODES = ("auto", "off", "off-batch")
+ECHOD_ARGS = {"auto": ["--cpu-affinity", "auto"], "off": ["--cpu-affinity", "off"],
+              "off-batch": ["--cpu-affinity", "off", "--worker-sched", "batch"]}
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -66,7 +73,7 @@ def allowed_cpus():
 def start_echod(engine, mode):
     """echod on 127.0.0.1, port 0; returns (process, port, its locality line)."""
     proc = subprocess.Popen([ECHOD, "-m", engine, "-w", str(len(allowed_cpus())),
-                             "--cpu-affinity", mode,
+                             *ECHOD_ARGS[mode],
                              "-l", "127.0.0.1:0"], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
@@ -138,8 +145,9 @@ def main():
     for rep in range(REPS):
         for engine in engines:
             for conns in CONNS:
-                # Alternate which setting goes first, so neither always follows the other.
-                for mode in (MODES if rep % 2 == 0 else MODES[::-1]):
+                # Rotate which setting goes first, so none always follows another.
+                k = rep % len(MODES)
+                for mode in MODES[k:] + MODES[:k]:
                     rate, us, pus, line = run_one(engine, mode, conns, cpus)
                     results.setdefault((engine, conns, mode), []).append((rate, us, pus))
                     lines[(engine, mode)] = line
@@ -154,7 +162,7 @@ def report(engines, cpus, results, lines):
     md = [f"# echod benchmark: locality, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
           f"{' (QUICK)' if QUICK else ''}", "",
           f"{len(cpus)} CPUs ({','.join(map(str, cpus))}); echod -w {len(cpus)} "
-          f"--cpu-affinity auto (pinned, steered) against off; load `echoc bench -T {len(cpus)} "
+          f"--cpu-affinity auto (pinned, steered, SCHED_BATCH) against off; load `echoc bench -T {len(cpus)} "
           f"--cpus {','.join(map(str, cpus))} -s {SIZE}`, {DUR:g} s after {WARM:g} s warm-up; "
           f"{REPS} repetitions, median [min-max].  CPU/msg is the busy time of every CPU "
           "(/proc/stat: user nice system irq softirq steal) over the window per message.", "",
@@ -182,7 +190,13 @@ def report(engines, cpus, results, lines):
                       f"**{meds['auto'] / meds['off']:.2f}** | {on[2]} | "
                       f"{pmeds['auto'] / pmeds['off']:.2f} |")
             md.append(f"| {engine} | {conns} | off | {off[0]} | {off[1]} | | {off[2]} | |")
+            ob = cells["off-batch"]
+            md.append(f"| {engine} | {conns} | off, SCHED_BATCH | {ob[0]} | {ob[1]} | "
+                      f"({meds['auto'] / meds['off-batch']:.2f}) | {ob[2]} | "
+                      f"({pmeds['auto'] / pmeds['off-batch']:.2f}) |")
     md += ["", "ratio: steered over unsteered (median over median); goal <= 0.70 for the total.",
+           "In brackets: steered over the unsteered workers run SCHED_BATCH as the pinned "
+           "ones are (informational).",
            "",
            "echod said:", ""]
     md += [f"- {e} {m}: `{lines[(e, m)]}`" for e in engines for m in MODES if (e, m) in lines]

@@ -53,6 +53,10 @@ static const struct opt echod_opts[] = {
 	 "connection to the "
 	 "worker on the CPU that receives it; auto (default): the CPUs echod may run on, when "
 	 "there is one worker for each; off: no pinning"},
+	{"worker-sched", 0, OPT_CHOICE, FIELD(worker_sched), "POLICY", 0, 0, "auto|batch|normal",
+	 "epoll and uring: batch runs the workers SCHED_BATCH, so a wake-up does not preempt "
+	 "the task on the worker's CPU; auto (default): batch when the workers are pinned and "
+	 "not busy-polling; normal: never (see echod(1))"},
 	{"busy-poll", 0, OPT_FLAG, FIELD(busy_poll), NULL, 0, 0, NULL,
 	 "epoll and uring: each worker spins on its sockets instead of sleeping, for the lowest "
 	 "latency; each worker keeps one CPU 100% busy even with no client (see echod(1))"},
@@ -87,6 +91,7 @@ static void config_defaults(struct config *cfg)
 	cfg->log_format = "text";
 	cfg->udp_rate = -1; /* not given */
 	cfg->cpu_affinity = "auto";
+	cfg->worker_sched = "auto";
 }
 
 /*

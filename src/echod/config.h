@@ -32,6 +32,7 @@ struct config {
 	long proxy_timeout_ms;	  /* the header's deadline from the accept */
 	const char *cpu_affinity; /* "auto", "off" or a CPU list (then in cpu_list) */
 	struct cpu_list cpu_list; /* --cpu-affinity LIST: worker i's CPU is cpu[i] */
+	const char *worker_sched; /* --worker-sched: auto, batch or normal */
 	bool busy_poll;		  /* epoll, uring: workers spin instead of sleeping */
 };
 

@@ -372,16 +372,19 @@ static void plan_locality(struct locality *loc, struct server *srv, const struct
 	locality_plan(loc, srv->cfg->cpu_affinity, &srv->cfg->cpu_list, srv->workers,
 		      e->has_workers, &allowed);
 	srv->pin = loc->pin ? &loc->cpus : NULL;
+	srv->batch = e->has_workers &&
+		     locality_batch(srv->cfg->worker_sched, loc->pin, srv->cfg->busy_poll);
 }
 
-static void log_locality(const struct locality *loc, const struct engine *e)
+static void log_locality(const struct locality *loc, const struct server *srv,
+			 const struct engine *e)
 {
 	char line[LOCALITY_WHYLEN + 160];
 
 	if (!e->has_workers)
 		return;
 	locality_describe(loc, line, sizeof(line));
-	log_info("%s", line);
+	log_info("%s%s", line, srv->batch ? "; workers SCHED_BATCH (--worker-sched)" : "");
 }
 
 /* Once every listener is bound: the note on what auto passed over, then the engine. */
@@ -564,7 +567,7 @@ int main(int argc, char **argv)
 	if (metrics_init(&srv.metrics, srv.workers) < 0)
 		errx(1, "out of memory");
 	/* Before the engine line, which tests and scripts take as the last start-up line. */
-	log_locality(&loc, e);
+	log_locality(&loc, &srv, e);
 	log_capacity(&srv, e);
 	log_engine(&srv, e, passed_over);
 	confine(&srv, e);

@@ -52,6 +52,7 @@ struct server {
 	int stop_fd;		    /* readable once a stop was asked for */
 	int workers;		    /* threads the engine runs (epoll, uring) */
 	const struct cpu_list *pin; /* NULL, or worker i runs on pin->cpu[i] only */
+	bool batch;		    /* workers run SCHED_BATCH (--worker-sched) */
 	atomic_long nconns;	    /* connections being served, for --max-conns */
 	bool serves_udp;	    /* UDP workers run: --udp, systemd's UDP sockets, --inetd */
 	struct metrics metrics;

@@ -721,7 +721,8 @@ static int probe(char *why, size_t whylen)
 static int run(struct server *srv)
 {
 	struct epoll_engine eng = {.srv = srv, .n = srv->workers};
-	struct worker_ops ops = {.ctx = &eng, .setup = setup, .serve = serve, .pin = srv->pin};
+	struct worker_ops ops = {
+		.ctx = &eng, .setup = setup, .serve = serve, .pin = srv->pin, .batch = srv->batch};
 	int rc;
 
 	eng.w = calloc((size_t)eng.n, sizeof(*eng.w));

@@ -1459,7 +1459,8 @@ static int run(struct server *srv)
 				 .all_set_up = all_set_up,
 				 .serve = serve,
 				 .finish = finish,
-				 .pin = srv->pin};
+				 .pin = srv->pin,
+				 .batch = srv->batch};
 
 	rc = sh.wake_fds && sh.ws ? 0 : -ENOMEM;
 	for (int i = 0; sh.wake_fds && i < n; i++)

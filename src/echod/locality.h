@@ -69,6 +69,13 @@ void locality_describe(const struct locality *loc, char *buf, size_t buflen);
  */
 int locality_program(const struct cpu_list *cpus, struct sock_filter *prog, int max);
 
+/*
+ * --worker-sched: true when the workers should run SCHED_BATCH.  "auto":
+ * when they are pinned (pinned) and sleep between events (!busy_poll);
+ * "batch": always; "normal": never.
+ */
+bool locality_batch(const char *worker_sched, bool pinned, bool busy_poll);
+
 #define LOCALITY_PROGRAM_MAX (2 * CPUS_MAX + 2)
 
 #endif

@@ -264,6 +264,8 @@ static const struct rule epoll_calls[] = {
 	ANY(eventfd2),
 	/* --cpu-affinity: each worker pins itself, and only itself */
 	WHEN(sched_setaffinity, 0, 0xffffffff, 0),
+	/* --worker-sched: each worker makes itself SCHED_BATCH, and only itself */
+	WHEN(sched_setscheduler, 0, 0xffffffff, 0),
 };
 
 /*
@@ -282,6 +284,8 @@ static const struct rule uring_calls[] = {
 	ANY(accept4),
 	/* --cpu-affinity: each worker pins itself, and only itself */
 	WHEN(sched_setaffinity, 0, 0xffffffff, 0),
+	/* --worker-sched: each worker makes itself SCHED_BATCH, and only itself */
+	WHEN(sched_setscheduler, 0, 0xffffffff, 0),
 };
 
 /* epoll --busy-poll: each worker sets its epoll instance's busy-poll parameters. */

@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,6 +90,20 @@ static void pin_worker(const struct cpu_list *pin, int i)
 			 strerror(-rc));
 }
 
+/*
+ * --worker-sched: makes the calling worker, and only it (pid 0 is the
+ * calling thread), SCHED_BATCH, so its wake-ups never preempt the task on
+ * its CPU (locality.c says why that pays).  A failure costs a warning.
+ */
+static void batch_worker(const struct worker_ops *ops, int i)
+{
+	struct sched_param param = {.sched_priority = 0};
+
+	if (ops->batch && sched_setscheduler(0, SCHED_BATCH, &param) < 0)
+		log_warn("worker %d: cannot make it SCHED_BATCH: %s; it keeps its policy", i,
+			 strerror(errno));
+}
+
 static void *worker_thread_main(void *arg)
 {
 	struct worker_thread *t = arg;
@@ -96,6 +111,7 @@ static void *worker_thread_main(void *arg)
 	int rc;
 
 	pin_worker(ops->pin, t->index);
+	batch_worker(ops, t->index);
 	rc = ops->setup(ops->ctx, t->index);
 
 	if (gate_pass(&t->r->gate, rc, ops))

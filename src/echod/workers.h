@@ -11,6 +11,7 @@
 
 #include "cpus.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* A worker's life, as the engine defines it; i is the worker's index. */
@@ -40,6 +41,8 @@ struct worker_ops {
 	 * before setup(), so what it allocates there is near that CPU.
 	 */
 	const struct cpu_list *pin;
+	/* Each worker makes itself SCHED_BATCH first (--worker-sched, locality.h). */
+	bool batch;
 };
 
 /*

@@ -112,6 +112,66 @@ def test_cpu_list_in_its_own_order(echod, model):
     assert tcp_listeners(srv.port) == 2
 
 
+SCHED_NORMAL, SCHED_BATCH = 0, 3
+
+
+def thread_policies(pid):
+    """{tid: scheduling policy} of every thread of pid (/proc/PID/task/TID/stat field 41)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                out[int(tid)] = int(f.read().rsplit(")", 1)[1].split()[38])
+        except OSError:
+            pass  # a thread that just ended
+    return out
+
+
+def pinned_policies(pid):
+    """The policies of the threads pinned to one CPU each (the workers), sorted."""
+    cpus = thread_cpus(pid)
+    return sorted(p for tid, p in thread_policies(pid).items() if cpus.get(tid, "").isdigit())
+
+
+@needs_two_cpus
+@pytest.mark.parametrize("model", PINNING_MODELS)
+@pytest.mark.parametrize("args, policy", [
+    ([], SCHED_BATCH),
+    (["--worker-sched", "normal"], SCHED_NORMAL),
+])
+def test_pinned_workers_run_sched_batch(echod, model, args, policy):
+    """Pinned workers are SCHED_BATCH by default (the sandbox lets them), normal on request."""
+    srv = start_model(echod, model, *args, cpus=ALLOWED[:2])
+    line = locality_line(srv)
+    assert ("workers SCHED_BATCH" in line) == (policy == SCHED_BATCH), line
+    assert wait_until(lambda: pinned_policies(srv.proc.pid) == [policy, policy], timeout=5), \
+        (thread_cpus(srv.proc.pid), thread_policies(srv.proc.pid))
+    with srv.connect() as s:
+        assert echo_stream(s, b"batched\n") == b"batched\n"
+    assert srv.proc.poll() is None
+
+
+@pytest.mark.parametrize("model", PINNING_MODELS)
+def test_unpinned_workers_keep_the_normal_policy_unless_asked(echod, model):
+    """auto leaves unpinned workers alone; --worker-sched batch applies to them too."""
+    srv = start_model(echod, model, "--cpu-affinity", "off", cpus=ALLOWED)
+    assert "SCHED_BATCH" not in locality_line(srv)
+    assert set(thread_policies(srv.proc.pid).values()) == {SCHED_NORMAL}
+    srv = start_model(echod, model, "--cpu-affinity", "off", "--worker-sched", "batch",
+                      cpus=ALLOWED)
+    assert "workers SCHED_BATCH" in locality_line(srv)
+    assert wait_until(lambda: SCHED_BATCH in thread_policies(srv.proc.pid).values(), timeout=5)
+    with srv.connect() as s:
+        assert echo_stream(s, b"batched\n") == b"batched\n"
+
+
+def test_bad_worker_sched_refused(run_echod):
+    res = run_echod("--worker-sched", "fast", "-m", "epoll", "-l", "127.0.0.1:0")
+    assert res.returncode == 2
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1 and "--worker-sched" in lines[0], lines
+
+
 @pytest.mark.parametrize("value, says", [
     ("", "is not a CPU number"),
     ("x", "is not a CPU number"),

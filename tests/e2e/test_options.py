@@ -100,7 +100,7 @@ def test_help_lists_every_option_and_exits_0(run_echod, flag):
 
 
 SAMPLE = {"ADDR": "127.0.0.1:0", "MODEL": "threads", "N": "1", "BYTES": "1024", "S": "1",
-          "NAME": "nobody", "FORMAT": "text", "LIST": "off"}
+          "NAME": "nobody", "FORMAT": "text", "LIST": "off", "POLICY": "normal"}
 
 
 def test_every_option_in_help_is_accepted_by_the_parser(run_echod):

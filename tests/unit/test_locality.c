@@ -276,6 +276,18 @@ static void incoming_cpu_steers_since_6_1(void **state)
 	steer_in_the_kernel(&allowed, false);
 }
 
+/* --worker-sched: auto is batch only for pinned workers that sleep; the others say so outright. */
+static void batch_decision(void **state)
+{
+	(void)state;
+	assert_true(locality_batch("auto", true, false));
+	assert_false(locality_batch("auto", false, false));
+	assert_false(locality_batch("auto", true, true)); /* --busy-poll never sleeps */
+	assert_true(locality_batch("batch", false, false));
+	assert_true(locality_batch("batch", true, true));
+	assert_false(locality_batch("normal", true, false));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -285,6 +297,7 @@ int main(void)
 		cmocka_unit_test(notes_the_weakest),
 		cmocka_unit_test(kernel_steers_by_cpu),
 		cmocka_unit_test(incoming_cpu_steers_since_6_1),
+		cmocka_unit_test(batch_decision),
 	};
 
 	return cmocka_run_group_tests_name("locality", tests, NULL, NULL);

@@ -149,15 +149,19 @@ def test_bench_busy_poll_one_conn_reports_a_server_that_closes(echod, run_echoc)
 
 @pytest.mark.parametrize("model", SPIN_MODELS)
 def test_busy_poll_hot_connection_does_not_hold_up_another(echod, model):
-    """A worker reading its busiest connection directly still serves the others.
+    """A worker reading its busiest connection directly still serves the others,
+    and the busy one again after them.
 
     echoc bench pings one connection as fast as it can (the worker's "hot"
-    one) while this test echoes on a second: every echo of the second comes
-    back, each within a bound far above a spinning worker's microseconds.
+    one; epoll takes it out of its epoll set after a streak) while this test
+    echoes on a second, which takes the hot turn from it: every echo of the
+    second comes back, each within a bound far above a spinning worker's
+    microseconds, and echoc's connection is served to its end, no echo late.
     """
     srv = echod("-m", model, "-w", "1", "--busy-poll", "-q")
-    load = subprocess.Popen([ECHOC, "bench", "--busy-poll", "-c", "1", "-d", "3", srv.target],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    load = subprocess.Popen([ECHOC, "bench", "--busy-poll", "--json", "-c", "1", "-d", "0.6",
+                             "-t", "1", srv.target],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         with srv.connect() as s:
             s.settimeout(1.0)
@@ -166,6 +170,10 @@ def test_busy_poll_hot_connection_does_not_hold_up_another(echod, model):
                 s.sendall(msg)
                 assert recv_exactly(s, len(msg), timeout=1.0) == msg
             assert load.poll() is None, "the first client stopped before the second was done"
+        out, _ = load.communicate(timeout=30)
+        report = json.loads(out)
+        assert report["messages"] > 0
+        assert report["errors"] == 0 and report["mismatches"] == 0, report
     finally:
         load.kill()
         load.wait()
@@ -204,4 +212,22 @@ def test_busy_poll_hot_connection_whose_peer_reads_late_gets_every_byte(echod, m
         assert sent > 65536, "the server took too little to back up"
         s.shutdown(socket.SHUT_WR)
         assert recv_until_eof(s, timeout=30) == data[:sent]
+    stop_within(srv, EXIT_TIMEOUT)
+
+
+@pytest.mark.parametrize("model", SPIN_MODELS)
+def test_busy_poll_hot_connection_that_pauses_is_still_served(echod, model):
+    """A connection hot for a long streak (epoll: read directly, out of the epoll set),
+    then silent longer than a hot connection stays hot, then pinging again: every
+    echo comes back, and its EOF still ends the connection."""
+    srv = start(echod, model, 1)
+    with srv.connect(timeout=10) as s:
+        for burst in range(3):
+            for i in range(100):
+                msg = b"burst %d ping %d\n" % (burst, i)
+                s.sendall(msg)
+                assert recv_exactly(s, len(msg), timeout=5) == msg
+            time.sleep(0.01)  # the silence under test: 50 times the 200 us hot period
+        s.shutdown(socket.SHUT_WR)
+        assert recv_until_eof(s, timeout=5) == b""
     stop_within(srv, EXIT_TIMEOUT)

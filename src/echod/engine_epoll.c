@@ -31,8 +31,11 @@
  * is an event like any other, seen on the next turn.  A turn that found
  * nothing reads the connection that last brought bytes directly, up to
  * HOT_TRIES times (poll_hot), so at one busy connection a message costs a
- * recv(2) to find, not an epoll_wait(2) and then a recv(2).  The epoll instance
- * also gets the kernel's busy-poll parameters (busy_poll.h).
+ * recv(2) to find, not an epoll_wait(2) and then a recv(2); after a streak
+ * of such messages the connection leaves the epoll set while it stays hot
+ * (detach_hot()), so its peer's sends stop touching this worker's epoll
+ * instance.  The epoll instance also gets the kernel's busy-poll
+ * parameters (busy_poll.h).
  *
  * Trade-off: Linux only.  Needs Linux 4.5 for EPOLLEXCLUSIVE.
  */

@@ -215,6 +215,22 @@ def test_busy_poll_hot_connection_whose_peer_reads_late_gets_every_byte(echod, m
     stop_within(srv, EXIT_TIMEOUT)
 
 
+def spin_recv(sock, n, timeout):
+    """Exactly n bytes from a non-blocking socket, spinning (no wake-up to wait for, so
+    the pings come faster than a spinning server's hot period); fails on EOF or timeout."""
+    deadline = time.monotonic() + timeout
+    out = bytearray()
+    while len(out) < n:
+        try:
+            chunk = sock.recv(n - len(out))
+        except BlockingIOError:
+            assert time.monotonic() < deadline, f"{len(out)} of {n} bytes after {timeout} s"
+            continue
+        assert chunk, f"EOF after {len(out)} of {n} bytes"
+        out += chunk
+    return bytes(out)
+
+
 @pytest.mark.parametrize("model", SPIN_MODELS)
 def test_busy_poll_hot_connection_that_pauses_is_still_served(echod, model):
     """A connection hot for a long streak (epoll: read directly, out of the epoll set),
@@ -222,12 +238,14 @@ def test_busy_poll_hot_connection_that_pauses_is_still_served(echod, model):
     echo comes back, and its EOF still ends the connection."""
     srv = start(echod, model, 1)
     with srv.connect(timeout=10) as s:
+        s.setblocking(False)
         for burst in range(3):
             for i in range(100):
                 msg = b"burst %d ping %d\n" % (burst, i)
                 s.sendall(msg)
-                assert recv_exactly(s, len(msg), timeout=5) == msg
+                assert spin_recv(s, len(msg), timeout=5) == msg
             time.sleep(0.01)  # the silence under test: 50 times the 200 us hot period
+        s.setblocking(True)
         s.shutdown(socket.SHUT_WR)
         assert recv_until_eof(s, timeout=5) == b""
     stop_within(srv, EXIT_TIMEOUT)

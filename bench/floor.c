@@ -2,6 +2,7 @@
  * floor.c - the latency floor: two threads that spin, no server logic.
  *
  *   build/echod-floor [-n ROUNDTRIPS] [-s BYTES] [--json] [--hist FILE] [-p PORT]
+ *   build/echod-floor -l PORT
  *
  * A "server" thread pinned to CPU 0 and a "client" thread pinned to CPU 1
  * (where bench/run.sh puts echod and echoc) exchange one message of -s
@@ -19,6 +20,12 @@
  * -p PORT: no server thread; the spinning client runs against the echo
  * server on 127.0.0.1:PORT (pinned by the caller), so the server's share of
  * a round trip shows without a load generator's own costs.
+ *
+ * -l PORT: the other half: only the spinning server, pinned to CPU 0, on
+ * 127.0.0.1:PORT, for a client of the caller's (echoc bench --busy-poll,
+ * pinned to CPU 1), so the client's share shows without echod's.  It
+ * echoes what each connection sends, one connection at a time, and exits
+ * once a connection that sent bytes ends (echoc's probe sends none).
  */
 #include "clock.h"
 #include "hist.h"
@@ -104,6 +111,43 @@ static void *serve(void *arg)
 	return NULL;
 }
 
+/*
+ * -l PORT: serves connections on 127.0.0.1:port one after another, echoing
+ * whatever arrives as soon as it arrives, with the same spinning recv and
+ * send as serve(); returns once a connection that sent bytes has ended.
+ */
+static void serve_port(uint16_t port)
+{
+	struct sockaddr_in addr = {.sin_family = AF_INET,
+				   .sin_port = htons(port),
+				   .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	static unsigned char buf[MAX_BYTES];
+	int l = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+	long echoed = 0;
+
+	if (l < 0 || setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    bind(l, (struct sockaddr *)&addr, sizeof(addr)) < 0 || listen(l, 16) < 0)
+		err(1, "-l %u: listener on 127.0.0.1", port);
+	pin(SERVER_CPU);
+	while (!echoed) {
+		int fd = accept(l, NULL, NULL);
+
+		if (fd < 0)
+			err(1, "accept");
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		for (;;) {
+			ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+
+			if (n > 0 && send_all(fd, buf, (size_t)n))
+				echoed += n;
+			else if (n >= 0 || (errno != EAGAIN && errno != EINTR))
+				break; /* EOF, or the client went away */
+		}
+		close(fd);
+	}
+	close(l);
+}
+
 /* The client: sends, waits for the echo, records the round trip once warm. */
 static void run_client(const struct side *c, long warmup, struct hist *h)
 {
@@ -160,7 +204,8 @@ static void connect_pair(int *a, int *b)
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: echod-floor [-n ROUNDTRIPS] [-s BYTES] [--json] [--hist FILE] [-p PORT]\n");
+		"usage: echod-floor [-n ROUNDTRIPS] [-s BYTES] [--json] [--hist FILE] [-p PORT]\n"
+		"       echod-floor -l PORT\n");
 	exit(2);
 }
 
@@ -205,7 +250,8 @@ int main(int argc, char **argv)
 	size_t size = 64;
 	bool json = false;
 	const char *hist_path = NULL;
-	long port = 0; /* 0: the floor's own server thread */
+	long port = 0;	      /* 0: the floor's own server thread */
+	long listen_port = 0; /* -l: only the server */
 	struct side srv, cli;
 	struct hist h;
 	pthread_t tid;
@@ -221,10 +267,16 @@ int main(int argc, char **argv)
 			json = true;
 		else if (!strcmp(argv[i], "-p"))
 			port = number("-p", argv[++i], 1, 65535);
+		else if (!strcmp(argv[i], "-l"))
+			listen_port = number("-l", argv[++i], 1, 65535);
 		else if (!strcmp(argv[i], "--hist") && i + 1 < argc)
 			hist_path = argv[++i];
 		else
 			usage();
+	}
+	if (listen_port) {
+		serve_port((uint16_t)listen_port);
+		return 0;
 	}
 	if (hist_init(&h) < 0)
 		errx(1, "out of memory");

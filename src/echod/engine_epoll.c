@@ -31,8 +31,11 @@
  * is an event like any other, seen on the next turn.  A turn that found
  * nothing reads the connection that last brought bytes directly, up to
  * HOT_TRIES times (poll_hot), so at one busy connection a message costs a
- * recv(2) to find, not an epoll_wait(2) and then a recv(2).  The epoll instance
- * also gets the kernel's busy-poll parameters (busy_poll.h).
+ * recv(2) to find, not an epoll_wait(2) and then a recv(2); after a streak
+ * of such messages the connection leaves the epoll set while it stays hot
+ * (detach_hot()), so its peer's sends stop touching this worker's epoll
+ * instance.  The epoll instance also gets the kernel's busy-poll
+ * parameters (busy_poll.h).
  *
  * Trade-off: Linux only.  Needs Linux 4.5 for EPOLLEXCLUSIVE.
  */
@@ -64,6 +67,8 @@ enum {
 
 /* --busy-poll: a connection silent this long is no longer read directly. */
 #define HOT_IDLE_NS (200 * 1000ull)
+/* --busy-poll: found by this many direct reads in a row, it leaves the epoll set (detach_hot()). */
+#define HOT_DETACH_STREAK 16
 
 /* What an epoll_event's data.ptr points at; each starts with its kind. */
 enum source_kind {
@@ -122,6 +127,8 @@ struct worker {
 	struct buf_pool pool;
 	struct econn *hot;    /* --busy-poll: the connection that last brought bytes */
 	uint64_t hot_last_ns; /* when it did */
+	int hot_streak;	      /* its messages found by direct reads in a row */
+	bool hot_detached;    /* it is out of the epoll set: read every turn */
 };
 
 struct epoll_engine {
@@ -249,8 +256,10 @@ static void wake_all(struct epoll_engine *eng)
 
 static void close_conn(struct worker *w, struct econn *ec, enum conn_end end)
 {
-	if (w->hot == ec)
-		w->hot = NULL;
+	if (w->hot == ec) {
+		w->hot = NULL; /* close(2) takes it out of the epoll set if it is still there */
+		w->hot_detached = false;
+	}
 	list_remove(ec);
 	conn_ended(w->m, ec->src.fd, &ec->st, end);
 	close(ec->src.fd);
@@ -480,15 +489,57 @@ static bool advance(struct worker *w, struct econn *ec, bool moved)
 	return conn_done(&ec->c);
 }
 
+/* The events the connection waits for. */
+static uint32_t interest(const struct econn *ec)
+{
+	return (conn_wants_read(&ec->c) ? EPOLLIN : 0) | (conn_unsent(&ec->c) ? EPOLLOUT : 0);
+}
+
+/*
+ * --busy-poll: the hot connection is read directly every turn, so it leaves
+ * the epoll set: then the peer's send finds no waiter on the socket and
+ * never runs epoll's wake-up callback, whose lock and ready list this
+ * worker's epoll_wait(2) takes every turn, on the other CPU (cache lines
+ * that would cross between the two CPUs on every message).
+ */
+static void detach_hot(struct worker *w)
+{
+	if (epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->hot->src.fd, NULL) == 0) {
+		w->hot_detached = true;
+		w->hot->events = 0;
+	}
+}
+
+/*
+ * Ends the hot connection's turn: back in the epoll set with what it waits
+ * for, if it had left it.  A connection that cannot go back (out of memory
+ * in the kernel) would never be served again: it is reset.
+ */
+static void cool_hot(struct worker *w)
+{
+	struct econn *ec = w->hot;
+	struct epoll_event ev;
+
+	w->hot = NULL;
+	w->hot_streak = 0;
+	if (!ec || !w->hot_detached)
+		return;
+	w->hot_detached = false;
+	ev = (struct epoll_event){.events = interest(ec), .data.ptr = ec};
+	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, ec->src.fd, &ev) == 0)
+		ec->events = ev.events;
+	else
+		close_conn(w, ec, CONN_END_RESET);
+}
+
 /* Registers interest in exactly what the connection waits for. */
 static void update_interest(struct worker *w, struct econn *ec)
 {
-	uint32_t want =
-		(conn_wants_read(&ec->c) ? EPOLLIN : 0) | (conn_unsent(&ec->c) ? EPOLLOUT : 0);
+	uint32_t want = interest(ec);
 	struct epoll_event ev = {.events = want, .data.ptr = ec};
 
-	if (want == ec->events)
-		return;
+	if (want == ec->events || (w->hot == ec && w->hot_detached))
+		return; /* detached: poll_hot() reads it, or cools it when it waits for more */
 	if (epoll_ctl(w->epfd, EPOLL_CTL_MOD, ec->src.fd, &ev) == 0)
 		ec->events = want;
 }
@@ -509,6 +560,8 @@ static void handle_conn(struct worker *w, struct econn *ec, uint32_t events)
 		n = read_some(w, ec);
 	}
 	if (n > 0 && w->srv->cfg->busy_poll) {
+		if (w->hot != ec)
+			cool_hot(w);
 		w->hot = ec;
 		w->hot_last_ns = clock_now_ns();
 	}
@@ -612,7 +665,9 @@ static void dispatch(struct worker *w, const struct epoll_event *ev)
  * normal path (handle_conn).  Bounded so the other connections wait at most
  * HOT_TRIES reads more for their turn; stops at the first read that finds
  * bytes, and the connection stops being hot once it closes, has something
- * else to wait for, or has been silent for HOT_IDLE_NS.
+ * else to wait for, or has been silent for HOT_IDLE_NS.  After
+ * HOT_DETACH_STREAK messages in a row found this way it leaves the epoll
+ * set (detach_hot()) and is read every turn, events or not, until it cools.
  */
 static void poll_hot(struct worker *w)
 {
@@ -622,12 +677,17 @@ static void poll_hot(struct worker *w)
 
 		if (proxy_stage_pending(ec->st.proxy) || !conn_wants_read(&ec->c) ||
 		    conn_unsent(&ec->c) || clock_now_ns() - last > HOT_IDLE_NS) {
-			w->hot = NULL;
+			cool_hot(w);
 			return;
 		}
 		handle_conn(w, ec, EPOLLIN);
-		if (w->hot != ec || w->hot_last_ns != last)
-			return; /* it read bytes, or closed */
+		if (w->hot != ec)
+			return; /* it closed */
+		if (w->hot_last_ns != last) {
+			if (++w->hot_streak >= HOT_DETACH_STREAK && !w->hot_detached)
+				detach_hot(w);
+			return; /* it read bytes */
+		}
 	}
 }
 
@@ -646,7 +706,7 @@ static int serve(void *ctx, int index)
 		}
 		for (int i = 0; i < n; i++)
 			dispatch(w, &ev[i]);
-		if (n == 0 && spin)
+		if (spin && (n == 0 || w->hot_detached))
 			poll_hot(w);
 		if (n <= 0 && spin)
 			cpu_relax();

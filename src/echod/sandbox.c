@@ -293,6 +293,12 @@ static const struct rule epoll_busy_poll_calls[] = {
 	WHEN(ioctl, 1, 0xffffffff, EPIOCSPARAMS),
 };
 
+/* uring --busy-poll: each worker reads its hot connection directly (engine_uring.c, poll_hot()). */
+static const struct rule uring_busy_poll_calls[] = {
+	ANY(recvfrom),
+	ANY(sendto),
+};
+
 /* --udp: batched datagrams, a wake-up pipe. */
 static const struct rule udp_calls[] = {
 	ANY(recvmmsg),
@@ -486,6 +492,8 @@ static int build_filter(scmp_filter_ctx ctx, const struct server *srv, const cha
 
 	if (srv->cfg->busy_poll && !strcmp(engine, "epoll"))
 		parts[nparts++] = TABLE(epoll_busy_poll_calls);
+	if (srv->cfg->busy_poll && !strcmp(engine, "uring"))
+		parts[nparts++] = TABLE(uring_busy_poll_calls);
 
 	if (srv->serves_udp)
 		parts[nparts++] = TABLE(udp_calls);

@@ -90,6 +90,30 @@ def test_the_floor_client_alone_measures_another_server():
     assert "500 round trips: p50 " in r.stdout
 
 
+ECHOC = os.path.join(ROOT, os.environ.get("B", "build"), "echoc")
+
+
+@pytest.mark.skipif(not (os.access(FLOOR, os.X_OK) and os.access(ECHOC, os.X_OK)),
+                    reason="echod-floor or echoc not built (make)")
+def test_the_floor_server_alone_serves_echoc_bench_and_exits_after_it():
+    """-l PORT: the spinning server for a client of the caller's; every echo verified."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    srv = subprocess.Popen([FLOOR, "-l", str(port)], stderr=subprocess.PIPE, text=True)
+    try:
+        assert lib.waitport("tcp", port, 10) == 0, "echod-floor -l did not listen"
+        r = subprocess.run([ECHOC, "bench", "--busy-poll", "--json", "-c", "1", "-d", "0.3",
+                            f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        assert out["messages"] > 0 and out["errors"] == 0 and out["mismatches"] == 0
+        assert srv.wait(timeout=10) == 0, srv.stderr.read()
+    finally:
+        srv.kill()
+        srv.wait()
+
+
 def test_the_floor_row_has_its_latency_and_no_server_figures(tmp_path, capsys):
     (r,) = floor_rows(tmp_path, capsys, 6.5)
     assert len(r) == 2 + len(lib.TSV_COLS)

@@ -12,6 +12,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import time
 
@@ -146,17 +147,21 @@ def test_bench_busy_poll_one_conn_reports_a_server_that_closes(echod, run_echoc)
     assert b"the server closed the connection after 1 messages" in res.stdout + res.stderr
 
 
-@pytest.mark.skipif("epoll" not in MODELS, reason="epoll not under test")
-def test_busy_poll_hot_connection_does_not_hold_up_another(echod):
-    """A worker reading its busiest connection directly still serves the others.
+@pytest.mark.parametrize("model", SPIN_MODELS)
+def test_busy_poll_hot_connection_does_not_hold_up_another(echod, model):
+    """A worker reading its busiest connection directly still serves the others,
+    and the busy one again after them.
 
     echoc bench pings one connection as fast as it can (the worker's "hot"
-    one) while this test echoes on a second: every echo of the second comes
-    back, each within a bound far above a spinning worker's microseconds.
+    one; epoll takes it out of its epoll set after a streak) while this test
+    echoes on a second, which takes the hot turn from it: every echo of the
+    second comes back, each within a bound far above a spinning worker's
+    microseconds, and echoc's connection is served to its end, no echo late.
     """
-    srv = echod("-m", "epoll", "-w", "1", "--busy-poll", "-q")
-    load = subprocess.Popen([ECHOC, "bench", "--busy-poll", "-c", "1", "-d", "3", srv.target],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    srv = echod("-m", model, "-w", "1", "--busy-poll", "-q")
+    load = subprocess.Popen([ECHOC, "bench", "--busy-poll", "--json", "-c", "1", "-d", "0.6",
+                             "-t", "1", srv.target],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         with srv.connect() as s:
             s.settimeout(1.0)
@@ -165,6 +170,82 @@ def test_busy_poll_hot_connection_does_not_hold_up_another(echod):
                 s.sendall(msg)
                 assert recv_exactly(s, len(msg), timeout=1.0) == msg
             assert load.poll() is None, "the first client stopped before the second was done"
+        out, _ = load.communicate(timeout=30)
+        report = json.loads(out)
+        assert report["messages"] > 0
+        assert report["errors"] == 0 and report["mismatches"] == 0, report
     finally:
         load.kill()
         load.wait()
+
+
+@pytest.mark.parametrize("model", SPIN_MODELS)
+def test_busy_poll_hot_connection_whose_peer_reads_late_gets_every_byte(echod, model):
+    """A hot connection (read straight from its socket) whose echo stops fitting.
+
+    A few pings make the connection the worker's hot one; then 64 KiB
+    messages arrive while the client, with a tiny receive buffer, reads
+    nothing, so an echo soon fits only in part and the rest waits in the
+    server (uring: the spill) until the client reads: every byte still
+    comes back, in order.
+    """
+    srv = start(echod, model, 1, "--buffer", "65536")
+    host, port = srv.target.rsplit(":", 1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(10)
+    s.connect((host, int(port)))
+    with s:
+        for i in range(20):
+            msg = b"ping %d\n" % i
+            s.sendall(msg)
+            assert recv_exactly(s, len(msg), timeout=5) == msg
+        data = PAYLOAD * 10
+        sent = 0
+        # Send until the socket stops taking bytes (the server stopped
+        # reading: its echoes are stuck), then read everything back.
+        while sent < len(data):
+            _, writable, _ = select.select([], [s], [], 0.2)
+            if not writable:
+                break
+            sent += s.send(data[sent:sent + 65536])
+        assert sent > 65536, "the server took too little to back up"
+        s.shutdown(socket.SHUT_WR)
+        assert recv_until_eof(s, timeout=30) == data[:sent]
+    stop_within(srv, EXIT_TIMEOUT)
+
+
+def spin_recv(sock, n, timeout):
+    """Exactly n bytes from a non-blocking socket, spinning (no wake-up to wait for, so
+    the pings come faster than a spinning server's hot period); fails on EOF or timeout."""
+    deadline = time.monotonic() + timeout
+    out = bytearray()
+    while len(out) < n:
+        try:
+            chunk = sock.recv(n - len(out))
+        except BlockingIOError:
+            assert time.monotonic() < deadline, f"{len(out)} of {n} bytes after {timeout} s"
+            continue
+        assert chunk, f"EOF after {len(out)} of {n} bytes"
+        out += chunk
+    return bytes(out)
+
+
+@pytest.mark.parametrize("model", SPIN_MODELS)
+def test_busy_poll_hot_connection_that_pauses_is_still_served(echod, model):
+    """A connection hot for a long streak (epoll: read directly, out of the epoll set),
+    then silent longer than a hot connection stays hot, then pinging again: every
+    echo comes back, and its EOF still ends the connection."""
+    srv = start(echod, model, 1)
+    with srv.connect(timeout=10) as s:
+        s.setblocking(False)
+        for burst in range(3):
+            for i in range(100):
+                msg = b"burst %d ping %d\n" % (burst, i)
+                s.sendall(msg)
+                assert spin_recv(s, len(msg), timeout=5) == msg
+            time.sleep(0.01)  # the silence under test: 50 times the 200 us hot period
+        s.setblocking(True)
+        s.shutdown(socket.SHUT_WR)
+        assert recv_until_eof(s, timeout=5) == b""
+    stop_within(srv, EXIT_TIMEOUT)

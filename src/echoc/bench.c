@@ -516,6 +516,23 @@ static double drive(struct bench *b, struct bench_worker *ws, long nw, struct be
 	return (double)(now - measure_ns) / 1e9;
 }
 
+/*
+ * The window's messages are the ones whose latency was recorded: each worker
+ * decides that per message, when it sees the phase, while drive()'s
+ * snapshots of the shared counters are taken at other instants; a message
+ * finishing as the window closed could be in one and not the other, and the
+ * report's count must be the histogram's (--hist).  Every message carries
+ * --size bytes.
+ */
+static void window_from_histograms(const struct bench_worker *ws, long nw,
+				   const struct bench_cfg *c, struct bench_totals *t)
+{
+	t->messages = 0;
+	for (long i = 0; i < nw; i++)
+		t->messages += ws[i].hist.total;
+	t->bytes = t->messages * (uint64_t)c->size;
+}
+
 /* ---------------------------------------------------------------- main */
 
 /* Starts load thread i, on its --cpus CPU if any, before it runs.  Returns 0 or -errno. */
@@ -601,6 +618,7 @@ static int bench_run(struct bench *b, FILE *hist_out)
 	secs = drive(b, ws, nw, &t, &idle);
 	for (long i = 0; i < nw; i++)
 		pthread_join(ws[i].tid, NULL);
+	window_from_histograms(ws, nw, c, &t);
 	rc = bench_report_results(c, ws, nw, &t, secs, &idle, hist_out);
 	hist_out = NULL;
 out_free:

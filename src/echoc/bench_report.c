@@ -73,11 +73,12 @@ void bench_snapshot(struct bench_worker *ws, long nw, struct bench_totals *t)
 	}
 }
 
-/* The figures that describe a window: end minus start; errors count the whole run. */
+/*
+ * The datagrams sent in a window: end minus start.  Its messages and bytes
+ * come from the workers' histograms (bench.c), errors count the whole run.
+ */
 void bench_window(struct bench_totals *end, const struct bench_totals *start)
 {
-	end->messages -= start->messages;
-	end->bytes -= start->bytes;
 	end->sent -= start->sent;
 }
 

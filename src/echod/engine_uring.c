@@ -555,6 +555,20 @@ static void mark_broken(struct uconn *u)
 		u->life = UC_BROKEN;
 }
 
+/*
+ * Copies n bytes behind what waits for the echo (in_flight: a send reads
+ * the spilled bytes now); out of memory, the connection cannot keep its
+ * echo whole, so it closes.
+ */
+static void spill_or_break(struct worker *w, struct uconn *u, const unsigned char *data, size_t n,
+			   bool in_flight)
+{
+	struct spill *sp = spill_of(u);
+
+	if (!sp || spill_append(&w->spills, sp, data, n, in_flight) < 0)
+		mark_broken(u);
+}
+
 /* The relation stated at struct uconn: conn's unsent count is what is held. */
 static void assert_bytes_held(const struct uconn *u)
 {
@@ -711,18 +725,13 @@ static void unpin(struct worker *w, uint32_t idx)
  */
 static void take(struct worker *w, struct uconn *u, int32_t bid, uint32_t len)
 {
-	struct spill *sp;
-
 	if (!u->tx.busy && u->tx.bid == NOBUF && !spilled(u)) {
 		u->tx.bid = (int16_t)bid;
 		u->tx.len = len;
 		return;
 	}
 	/* A send in flight that is not from the ring reads the spilled bytes. */
-	sp = spill_of(u);
-	if (!sp ||
-	    spill_append(&w->spills, sp, buf_at(w, bid), len, u->tx.busy && u->tx.bid == NOBUF) < 0)
-		mark_broken(u);
+	spill_or_break(w, u, buf_at(w, bid), len, u->tx.busy && u->tx.bid == NOBUF);
 	recycle(w, bid);
 }
 
@@ -921,9 +930,8 @@ static void on_header(struct worker *w, uint32_t idx, int res)
 	if (r == PROXY_OK) {
 		n = proxy_stage_data(ps, &data);
 		keep = n ? conn_borrowed_arrived(&u->c, n) : 0;
-		if (keep &&
-		    (!spill_of(u) || spill_append(&w->spills, u->spill, data, keep, false) < 0))
-			mark_broken(u);
+		if (keep)
+			spill_or_break(w, u, data, keep, false);
 		proxy_stage_done(ps);
 		progress(w, u);
 	}
@@ -1266,10 +1274,8 @@ static bool hot_read(struct worker *w, uint32_t idx)
 		conn_sent(&u->c, (size_t)sent);
 		conn_stats_out(&u->st, w->m, (size_t)sent);
 	}
-	if ((size_t)sent < keep && u->life == UC_OPEN &&
-	    (!spill_of(u) ||
-	     spill_append(&w->spills, u->spill, w->hot_buf + sent, keep - (size_t)sent, false) < 0))
-		mark_broken(u);
+	if ((size_t)sent < keep && u->life == UC_OPEN)
+		spill_or_break(w, u, w->hot_buf + sent, keep - (size_t)sent, false);
 	advance(w, idx);
 	return true;
 }

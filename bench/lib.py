@@ -92,11 +92,24 @@ def children():
 
 
 def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
+    """A process's VmRSS in KiB (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except FileNotFoundError:
+        pass
     return 0
+
+
+def cpu_seconds(pid):
+    """A process's utime+stime (all its threads) in seconds so far (0 once it is gone)."""
+    try:
+        _, (utime, stime, _, _) = stat(pid)
+    except FileNotFoundError:
+        return 0.0
+    return (utime + stime) / TICK
 
 
 def proc_words(pid):

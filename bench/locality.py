@@ -53,17 +53,11 @@ SIZE = 128
 MODES = ("auto", "off", "off-batch")
 ECHOD_ARGS = {"auto": ["--cpu-affinity", "auto"], "off": ["--cpu-affinity", "off"],
               "off-batch": ["--cpu-affinity", "off", "--worker-sched", "batch"]}
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 def process_seconds(*pids):
     """utime+stime of these processes (all their threads), in seconds."""
-    total = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / TICK
+    return sum(lib.cpu_seconds(pid) for pid in pids)
 
 
 def allowed_cpus():

@@ -133,30 +133,9 @@ def open_fds(pid):
         return 0
 
 
-def cpu_s(pid):
-    """A process's user and system CPU seconds so far (0 once it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            v = f.read().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
-        return 0.0
-    return (int(v[11]) + int(v[12])) / lib.TICK
-
-
-def rss_kib(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except FileNotFoundError:
-        pass
-    return 0
-
-
 def snapshot(pids):
     inuse, pages = sockstat_tcp()
-    return {"rss": sum(rss_kib(p) for p in pids), "slab": meminfo_kib("Slab"),
+    return {"rss": sum(lib.rss_kb(p) for p in pids), "slab": meminfo_kib("Slab"),
             "free": meminfo_kib("MemFree"), "available": meminfo_kib("MemAvailable"),
             "inuse": inuse, "pages": pages, "t": time.monotonic(), "tcp": tcp_counters(),
             "fds": sum(open_fds(p) for p in pids), "cpu": lib.sysstat()}
@@ -313,8 +292,8 @@ def hold_and_ping(procs, loads, pids, before, at_hold=lambda: None):
     took = time.monotonic() - t0
     after = snapshot(pids)
     own = pids + [p.pid for p in loads]
-    own_cpu = sum(cpu_s(p) for p in own)
-    server_cpu = sum(cpu_s(p) for p in pids)
+    own_cpu = sum(lib.cpu_seconds(p) for p in own)
+    server_cpu = sum(lib.cpu_seconds(p) for p in pids)
     at_hold()
     held = sum(int(m[1]) for m in ups.values())
     setup_s = max((float(m[2]) for m in ups.values()), default=0.0)
@@ -327,8 +306,8 @@ def hold_and_ping(procs, loads, pids, before, at_hold=lambda: None):
         _, note = wait_lines(procs, loads, VERIFIED_RE, "pinged")
         ping_s = time.monotonic() - t1
         pinged = snapshot(pids)
-        own_cpu = sum(cpu_s(p) for p in own) - own_cpu
-        server_cpu = sum(cpu_s(p) for p in pids) - server_cpu
+        own_cpu = sum(lib.cpu_seconds(p) for p in own) - own_cpu
+        server_cpu = sum(lib.cpu_seconds(p) for p in pids) - server_cpu
     else:
         held = max(held, (after["inuse"] - before["inuse"]) // 2)
     reports = finish_loads(procs, loads)
